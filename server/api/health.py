@@ -1,0 +1,65 @@
+"""Liveness, readiness, the served-model list, and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import JSONResponse, Response
+
+from server import metrics
+from server.api.auth import require_key
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Answers as soon as the process serves HTTP, even while models load."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    engine = request.app.state.engine
+    state = request.app.state
+    if state.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
+    if state.load_error:
+        return JSONResponse({"status": "failed", "error": state.load_error}, status_code=503)
+    if not engine.ready:
+        return JSONResponse({"status": "loading"}, status_code=503)
+    return JSONResponse({"status": "ready", "models": sorted(engine.pool.served)})
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> dict:
+    settings = request.app.state.settings
+    require_key(request.headers, settings.key_digests)
+    engine = request.app.state.engine
+    served = sorted(engine.pool.served)
+    return {
+        "default": engine.default_model,
+        "models": [
+            {
+                **engine.catalog.info(name).as_deepgram(),
+                "uuid": engine.catalog.info(name).uuid,
+                "loaded": True,
+                "default": name == engine.default_model,
+            }
+            for name in served
+        ],
+        "aliases": {
+            alias: (engine.default_model if target == "@default" else target)
+            for alias, target in engine.catalog.aliases.items()
+            if alias
+        },
+    }
+
+
+@router.get("/metrics")
+async def metrics_endpoint(request: Request) -> Response:
+    settings = request.app.state.settings
+    if not settings.metrics_open:
+        require_key(request.headers, settings.key_digests)
+    request.app.state.engine.sample_gauges()
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,202 @@
+"""Deepgram response shapes, built by pure functions from words on the audio clock.
+
+REST bodies (contract §1.3) and WebSocket messages (§2.4) share the word, transcript and
+confidence rules here, so a word looks the same whichever way it reaches the client.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from server.engine import ModelInfo, Segment, Word
+
+SENTENCE_END = (".", "?", "!", "。", "？", "！")
+PARAGRAPH_GAP_S = 2.0
+PARAGRAPH_MAX_SENTENCES = 5
+
+
+def iso_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def normalize(text: str) -> str:
+    """Deepgram's `word`: lower-case, no surrounding punctuation (inner apostrophes stay)."""
+    return "".join(ch for ch in text.strip() if ch.isalnum() or ch in "'-").strip("'-").lower()
+
+
+def word_entries(words: Sequence[Word], punctuate: bool) -> list[dict[str, Any]]:
+    out = []
+    for w in words:
+        plain = normalize(w.text)
+        if not plain:
+            continue  # a lone punctuation mark is not a word
+        entry: dict[str, Any] = {
+            "word": plain,
+            "start": round(w.start, 3),
+            "end": round(max(w.end, w.start), 3),
+            "confidence": round(min(max(w.probability, 0.0), 1.0), 4),
+        }
+        if punctuate:
+            entry["punctuated_word"] = w.text.strip()
+        out.append(entry)
+    return out
+
+
+def transcript_of(entries: Sequence[dict[str, Any]], punctuate: bool) -> str:
+    key = "punctuated_word" if punctuate else "word"
+    return " ".join(e[key] for e in entries)
+
+
+def confidence_of(segments: Sequence[Segment]) -> float:
+    """exp of the token-weighted mean log-probability: Whisper's own measure of certainty."""
+    tokens = sum(max(s.tokens, 1) for s in segments)
+    if not tokens:
+        return 0.0
+    mean = sum(s.avg_logprob * max(s.tokens, 1) for s in segments) / tokens
+    return round(min(1.0, math.exp(mean)), 4)
+
+
+def _sentences(entries: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    sentences: list[list[dict[str, Any]]] = [[]]
+    for entry in entries:
+        sentences[-1].append(entry)
+        if entry.get("punctuated_word", "").endswith(SENTENCE_END):
+            sentences.append([])
+    return [s for s in sentences if s]
+
+
+def paragraphs_of(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Sentences grouped into paragraphs at long pauses or every few sentences."""
+    paragraphs: list[list[list[dict[str, Any]]]] = []
+    for sentence in _sentences(entries):
+        if (
+            not paragraphs
+            or sentence[0]["start"] - paragraphs[-1][-1][-1]["end"] >= PARAGRAPH_GAP_S
+            or len(paragraphs[-1]) >= PARAGRAPH_MAX_SENTENCES
+        ):
+            paragraphs.append([])
+        paragraphs[-1].append(sentence)
+    body = []
+    texts = []
+    for para in paragraphs:
+        sentences = [
+            {"text": transcript_of(s, True), "start": s[0]["start"], "end": s[-1]["end"]}
+            for s in para
+        ]
+        texts.append(" ".join(s["text"] for s in sentences))
+        body.append(
+            {
+                "sentences": sentences,
+                "start": para[0][0]["start"],
+                "end": para[-1][-1]["end"],
+                "num_words": sum(len(s) for s in para),
+            }
+        )
+    return {"transcript": "\n" + "\n\n".join(texts) if texts else "", "paragraphs": body}
+
+
+def utterances_of(
+    channel: int,
+    entries: Sequence[dict[str, Any]],
+    split_s: float,
+    punctuate: bool,
+) -> list[dict[str, Any]]:
+    """Split a channel's words at pauses of at least `split_s` seconds (Deepgram's utt_split)."""
+    groups: list[list[dict[str, Any]]] = []
+    for entry in entries:
+        if not groups or entry["start"] - groups[-1][-1]["end"] >= split_s:
+            groups.append([])
+        groups[-1].append(entry)
+    return [
+        {
+            "start": group[0]["start"],
+            "end": group[-1]["end"],
+            "confidence": round(sum(e["confidence"] for e in group) / len(group), 4),
+            "channel": channel,
+            "transcript": transcript_of(group, punctuate),
+            "words": [{**e, "punctuated_word": e.get("punctuated_word", e["word"])} for e in group],
+            "id": str(uuid.uuid4()),
+        }
+        for group in groups
+    ]
+
+
+def alternative(
+    segments: Sequence[Segment], *, punctuate: bool, paragraphs: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    words = [w for s in segments for w in s.words]
+    entries = word_entries(words, punctuate)
+    alt: dict[str, Any] = {
+        "transcript": transcript_of(entries, punctuate),
+        "confidence": confidence_of(segments) if entries else 0.0,
+        "words": entries,
+    }
+    if paragraphs and entries:
+        alt["paragraphs"] = paragraphs_of(entries if punctuate else word_entries(words, True))
+    return alt, entries
+
+
+def metadata(
+    *,
+    request_id: str,
+    sha256: str,
+    duration: float,
+    channels: int,
+    model: ModelInfo,
+    created: str | None = None,
+    warnings: Sequence[dict[str, str]] = (),
+    tags: Sequence[str] = (),
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "transaction_key": "deprecated",
+        "request_id": request_id,
+        "sha256": sha256,
+        "created": created or iso_now(),
+        "duration": round(duration, 6),
+        "channels": channels,
+        "models": [model.uuid],
+        "model_info": {model.uuid: model.as_deepgram()},
+    }
+    if warnings:
+        meta["warnings"] = list(warnings)
+    if tags:
+        meta["tags"] = list(tags)
+    if extra:
+        meta["extra"] = dict(extra)
+    return meta
+
+
+def prerecorded(
+    channels: Sequence[Any],
+    meta: dict[str, Any],
+    *,
+    punctuate: bool,
+    paragraphs: bool,
+    utterances: bool,
+    utt_split: float,
+    detect_language: bool,
+) -> dict[str, Any]:
+    """The full REST body; `channels` are `prerecorded.ChannelTranscript`s."""
+    body_channels = []
+    all_utterances: list[dict[str, Any]] = []
+    for index, channel in enumerate(channels):
+        alt, entries = alternative(channel.segments, punctuate=punctuate, paragraphs=paragraphs)
+        entry: dict[str, Any] = {"alternatives": [alt]}
+        if detect_language:
+            entry["detected_language"] = channel.language
+            entry["language_confidence"] = round(
+                channel.language_confidence if channel.language_confidence is not None else 1.0,
+                4,
+            )
+        body_channels.append(entry)
+        if utterances:
+            all_utterances.extend(utterances_of(index, entries, utt_split, punctuate))
+    results: dict[str, Any] = {"channels": body_channels}
+    if utterances:
+        results["utterances"] = sorted(all_utterances, key=lambda u: (u["start"], u["channel"]))
+    return {"metadata": meta, "results": results}

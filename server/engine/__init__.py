@@ -1,0 +1,122 @@
+"""The engine: the only owner of models. Routes and sessions submit windows and await segments."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+
+from server.engine.catalog import Catalog, ModelInfo, ModelUnavailable, Resolution
+from server.engine.models import LoadedModel, ModelPool
+from server.engine.scheduler import Overloaded, Priority, Scheduler, SchedulerConfig
+from server.engine.whisper import DecodeOptions, Segment, Word, decode_batch, detect_language
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DecodeOptions",
+    "Engine",
+    "ModelInfo",
+    "ModelUnavailable",
+    "Overloaded",
+    "Priority",
+    "Segment",
+    "Word",
+]
+
+
+class Engine:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.catalog = Catalog.load(settings.models_dir)
+        self.pool = ModelPool(settings, self.catalog)
+        self.default_model = self.catalog.add_operator_model(settings.model)
+        for name in settings.preload:
+            self.catalog.add_operator_model(name)
+        self.scheduler = Scheduler(
+            self._decode,
+            SchedulerConfig(
+                batch_size=settings.batch_size,
+                batch_window_s=settings.batch_window_ms / 1000,
+                workers=settings.workers,
+                queue_max=settings.queue_max,
+                queue_max_wait_s=settings.queue_max_wait_s,
+            ),
+        )
+        self.ready = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load and warm every model to serve; blocking, run before saying ready."""
+        for name in [self.default_model, *self.settings.preload]:
+            self.pool.load(name)
+        self.scheduler.start()
+        self.ready = True
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.load)
+
+    def stop(self) -> None:
+        self.ready = False
+        self.scheduler.stop()
+
+    # --- models ------------------------------------------------------------------------------
+    def resolve_model(self, requested: str | None) -> Resolution:
+        return self.catalog.resolve(requested, self.pool.served, self.default_model)
+
+    async def model(self, name: str) -> LoadedModel:
+        """A loaded model; installed catalog models not preloaded are loaded on first use."""
+        loaded = self.pool.get(name)
+        if loaded is None:
+            loaded = await asyncio.to_thread(self.pool.load, name)
+        return loaded
+
+    # --- inference ---------------------------------------------------------------------------
+    def _decode(
+        self, name: str, windows: list[np.ndarray], options: DecodeOptions
+    ) -> list[list[Segment]]:
+        loaded = self.pool.get(name)
+        if loaded is None:
+            raise ModelUnavailable(f"model '{name}' is not loaded")
+        return decode_batch(loaded.model, windows, options)
+
+    async def decode(
+        self,
+        model: str,
+        windows: list[np.ndarray],
+        options: DecodeOptions,
+        priority: Priority = Priority.BULK,
+        *,
+        admit: bool = True,
+    ) -> list[list[Segment]]:
+        """Decode windows through the shared scheduler; cancelling the caller cancels its work."""
+        futures = self.scheduler.submit(model, windows, options, priority, admit=admit)
+        wrapped = [asyncio.wrap_future(f) for f in futures]
+        try:
+            return list(await asyncio.gather(*wrapped))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+    async def detect_language(self, model: str, window: np.ndarray) -> tuple[str, float]:
+        loaded = await self.model(model)
+        return await asyncio.to_thread(detect_language, loaded.model, window)
+
+    def sample_gauges(self) -> None:
+        """Refresh gauges read at scrape time (GPU memory, when on CUDA and NVML is present)."""
+        if self.settings.resolved_device != "cuda":
+            return
+        try:
+            import pynvml  # optional: nvidia-ml-py, installed in the GPU image
+        except ImportError:
+            return
+        from server import metrics
+
+        pynvml.nvmlInit()
+        for index in self.settings.device_index:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            used = pynvml.nvmlDeviceGetMemoryInfo(handle).used
+            metrics.GPU_MEMORY_BYTES.labels(str(index)).set(used)

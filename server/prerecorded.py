@@ -1,0 +1,154 @@
+"""Pre-recorded transcription: decoded audio -> VAD windows -> engine -> words on the file clock.
+
+Shared by `POST /v1/listen` and `openlisten transcribe`, so the CLI gives the API's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import numpy as np
+from faster_whisper.tokenizer import _LANGUAGE_CODES
+from faster_whisper.vad import VadOptions
+
+from server.audio.decode import DecodedAudio
+from server.engine import DecodeOptions, Engine, Priority, Segment, Word
+from server.vad import SpeechPlan, plan_speech
+
+
+@dataclass
+class TranscribeRequest:
+    model: str
+    language: str | None = "en"  # None: detect
+    detect_language: bool = False
+    keyterms: list[str] = field(default_factory=list)
+    multichannel: bool = False
+
+
+@dataclass
+class ChannelTranscript:
+    segments: list[Segment]
+    language: str
+    language_confidence: float | None = None
+
+    @property
+    def words(self) -> list[Word]:
+        return [word for segment in self.segments for word in segment.words]
+
+
+def whisper_language(code: str | None) -> str | None:
+    """`en-US` -> `en`; None for codes Whisper does not know."""
+    if not code:
+        return None
+    base = code.split("-")[0]
+    return base if base in _LANGUAGE_CODES else None
+
+
+def vad_options(engine: Engine) -> VadOptions:
+    s = engine.settings
+    return VadOptions(
+        threshold=s.vad_threshold,
+        min_silence_duration_ms=s.vad_min_silence_ms,
+        speech_pad_ms=s.vad_speech_pad_ms,
+    )
+
+
+def to_file_clock(plan: SpeechPlan, offset: float, segments: list[Segment]) -> list[Segment]:
+    """Shift a window's segments onto the concatenated-speech clock, then onto the file clock."""
+    out = []
+    for seg in segments:
+        words = []
+        for w in seg.words:
+            start, end = plan.to_file_time(w.start + offset, w.end + offset)
+            words.append(Word(w.text, round(start, 3), round(max(start, end), 3), w.probability))
+        if words:
+            start, end = words[0].start, words[-1].end
+        else:
+            start, end = plan.to_file_time(seg.start + offset, seg.end + offset)
+        out.append(
+            Segment(
+                start,
+                end,
+                seg.text,
+                seg.avg_logprob,
+                seg.no_speech_prob,
+                seg.temperature,
+                seg.tokens,
+                words,
+            )
+        )
+    return out
+
+
+async def transcribe(
+    engine: Engine,
+    audio: DecodedAudio,
+    request: TranscribeRequest,
+    warnings: list[tuple[str, str]] | None = None,
+) -> list[ChannelTranscript]:
+    """Transcribe every channel (or the mono mix); appends (parameter, message) warnings."""
+    warnings = warnings if warnings is not None else []
+    loaded = await engine.model(request.model)
+    tracks = list(audio.samples) if request.multichannel else [audio.mono()]
+    options_vad = vad_options(engine)
+    plans: list[SpeechPlan] = await asyncio.gather(
+        *[
+            asyncio.to_thread(
+                plan_speech, np.ascontiguousarray(t), options_vad, engine.settings.chunk_max_s
+            )
+            for t in tracks
+        ]
+    )
+
+    language = whisper_language(request.language)
+    if request.language and language is None:
+        warnings.append(
+            (
+                "language",
+                f"language '{request.language}' is not supported; detected the language instead",
+            )
+        )
+    if not loaded.multilingual and (language or "en") != "en":
+        warnings.append(
+            (
+                "language",
+                f"model '{request.model}' is English-only; "
+                f"transcribed as English, not '{request.language}'",
+            )
+        )
+        language = "en"
+
+    detect = loaded.multilingual and (request.detect_language or language is None)
+    results: list[ChannelTranscript] = []
+    decode_jobs = []
+    for plan in plans:
+        lang, confidence = (language or "en"), None
+        if detect and plan.windows:
+            lang, confidence = await engine.detect_language(request.model, plan.windows[0].audio)
+        results.append(ChannelTranscript([], lang, confidence))
+        options = DecodeOptions(
+            language=lang,
+            beam_size=engine.settings.beam_size,
+            hotwords=" ".join(request.keyterms) or None,
+        )
+        decode_jobs.append((plan, options))
+
+    # Admission covers the whole request at once: it is either accepted whole or refused.
+    engine.scheduler.check_admission(sum(len(p.windows) for p, _ in decode_jobs))
+    decoded = await asyncio.gather(
+        *[
+            engine.decode(
+                request.model, [w.audio for w in plan.windows], options, Priority.BULK, admit=False
+            )
+            for plan, options in decode_jobs
+            if plan.windows
+        ]
+    )
+    it = iter(decoded)
+    for result, (plan, _) in zip(results, decode_jobs, strict=True):
+        if not plan.windows:
+            continue
+        for window, segments in zip(plan.windows, next(it), strict=True):
+            result.segments.extend(to_file_clock(plan, window.offset, segments))
+    return results

@@ -1,0 +1,159 @@
+"""The one settings object.
+
+Precedence, highest first: CLI flags (passed as init kwargs), environment variables
+`OPENLISTEN_*`, a TOML config file (`--config` / `OPENLISTEN_CONFIG`), then the defaults
+below. Every limit the server enforces lives here so operators can tune it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_models_dir() -> Path:
+    """A checkout keeps its store beside the catalog; an installed wheel uses the user cache."""
+    if (REPO_ROOT / "models" / "catalog.toml").is_file():
+        return REPO_ROOT / "models"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "openlisten" / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OPENLISTEN_", extra="ignore", validate_default=True
+    )
+
+    # --- serving -------------------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    port: int = 8000
+    config: Path | None = Field(default=None, description="TOML file with any of these settings")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    cors_origins: list[str] = Field(default_factory=list)
+
+    # --- models --------------------------------------------------------------------------------
+    model: str = Field(
+        default="tiny.en", description="default served model (catalog name, dir, or repo id)"
+    )
+    preload: list[str] = Field(default_factory=list, description="more models to load at start-up")
+    models_dir: Path = Field(default_factory=_default_models_dir)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = "default"
+    cpu_threads: int = Field(
+        default=0, ge=0, description="CTranslate2 intra-op threads; 0 = all cores"
+    )
+    device_index: list[int] = Field(default_factory=lambda: [0])
+
+    # --- decoding defaults ---------------------------------------------------------------------
+    beam_size: int = Field(default=5, ge=1)
+    vad_threshold: float = Field(default=0.5, gt=0, lt=1)
+    vad_min_silence_ms: int = Field(default=500, ge=0)
+    vad_speech_pad_ms: int = Field(default=200, ge=0)
+    chunk_max_s: float = Field(default=30.0, gt=1, le=30)
+
+    # --- scheduler -----------------------------------------------------------------------------
+    batch_size: int = Field(default=8, ge=1, description="most windows in one inference batch")
+    batch_window_ms: float = Field(default=15.0, ge=0, description="wait this long to fill a batch")
+    workers: int = Field(default=1, ge=1, description="inference workers per device")
+    queue_max: int = Field(default=256, ge=1, description="most windows waiting for a worker")
+    queue_max_wait_s: float = Field(
+        default=30.0, gt=0, description="refuse new work once queued work would wait this long"
+    )
+
+    # --- limits --------------------------------------------------------------------------------
+    max_body_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_duration_s: float = Field(default=4 * 3600.0, gt=0)
+    url_timeout_s: float = Field(default=30.0, gt=0)
+    url_max_bytes: int = Field(default=2 * 1024**3, ge=1)
+    url_allow_private: bool = Field(
+        default=True, description="allow url= bodies that point at loopback/private addresses"
+    )
+
+    callback_retries: int = Field(default=10, ge=0)
+    callback_retry_delay_s: float = Field(default=30.0, ge=0)
+
+    # --- auth ----------------------------------------------------------------------------------
+    api_key: list[str] = Field(default_factory=list, description="accepted keys (or sha256:HEX)")
+    api_keys_file: Path | None = None
+    metrics_open: bool = Field(default=False, description="serve /metrics without a key")
+
+    # --- streaming -----------------------------------------------------------------------------
+    ws_idle_timeout_s: float = Field(default=10.0, gt=0)
+    ws_interim_step_s: float = Field(default=0.5, gt=0)
+    ws_max_utterance_s: float = Field(default=12.0, gt=1)
+    ws_max_streams: int = Field(default=64, ge=1)
+
+    # --- shutdown ------------------------------------------------------------------------------
+    shutdown_deadline_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("api_key", "preload", "cors_origins", "device_index", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        """Environment variables carry lists as `a,b,c`; JSON lists still work."""
+        if isinstance(value, str) and not value.lstrip().startswith("["):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = init_settings.init_kwargs.get("config") or os.environ.get("OPENLISTEN_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    @cached_property
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import ctranslate2
+
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+    @cached_property
+    def resolved_compute_type(self) -> str:
+        if self.compute_type != "default":
+            return self.compute_type
+        return "float16" if self.resolved_device == "cuda" else "int8"
+
+    @cached_property
+    def key_digests(self) -> frozenset[str]:
+        """Keys are compared as sha256 digests so hashed keys in config work the same as plain."""
+        keys = list(self.api_key)
+        if self.api_keys_file:
+            keys += [
+                line.strip()
+                for line in self.api_keys_file.read_text().splitlines()
+                if line.strip() and not line.lstrip().startswith("#")
+            ]
+        return frozenset(
+            k.removeprefix("sha256:").lower()
+            if k.startswith("sha256:")
+            else hashlib.sha256(k.encode()).hexdigest()
+            for k in keys
+        )
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.key_digests)
