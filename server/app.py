@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
-from server.api import health, rest
+from server.api import health, rest, ws
 from server.api.auth import require_key
 from server.api.errors import ApiError, error_response
 from server.api.middleware import RequestContext
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine
     app.state.background = set()
     app.state.draining = False
+    app.state.streams = set()  # open WebSocket sessions; shutdown flushes each (server/runner.py)
     app.state.load_error = None
 
     @app.middleware("http")
@@ -85,6 +87,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     app.include_router(health.router)
     app.include_router(rest.router)
+    app.include_router(ws.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -100,6 +103,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 async def drain(app: FastAPI) -> None:
     """Stop taking work and let in-flight background work (callbacks) finish, within a deadline."""
     app.state.draining = True
+    # After a signal the deadline started then (server/runner.py); otherwise it starts now.
+    deadline = getattr(app.state, "drain_deadline", None)
+    timeout = app.state.settings.shutdown_deadline_s
+    if deadline is not None:
+        timeout = max(0.0, deadline - time.monotonic())
     pending = list(app.state.background)
     if pending:
-        await asyncio.wait(pending, timeout=app.state.settings.shutdown_deadline_s)
+        await asyncio.wait(pending, timeout=timeout)

@@ -14,23 +14,9 @@ from server.settings import Settings
 
 
 def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
-    import uvicorn
+    from server.runner import serve
 
-    from server import logs
-    from server.app import create_app
-
-    settings = Settings(**overrides)
-    logs.configure(settings.log_level, settings.log_format)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=int(settings.shutdown_deadline_s),
-        ws_max_size=16 * 1024 * 1024,
-    )
-    return 0
+    return serve(Settings(**overrides))
 
 
 def _timestamp(seconds: float, sep: str) -> str:
@@ -67,8 +53,19 @@ async def _transcribe_files(args: argparse.Namespace, settings: Settings) -> int
     from server.engine import Engine
     from server.service import transcribe_source
 
+    from server.engine import ModelUnavailable
+
+    missing = [path for path in args.files if not Path(path).is_file()]
+    if missing:
+        print(f"openlisten: error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
     engine = Engine(settings)
-    await engine.start()
+    try:
+        await engine.start()
+    except ModelUnavailable as exc:
+        print(f"openlisten: error: {exc}", file=sys.stderr)
+        return 2
+    # The same parameters a client would send, through the same service as the REST route.
     query = [("punctuate", "true"), ("smart_format", "true"), ("utterances", "true")]
     if args.language:
         query.append(("language", args.language))
@@ -76,7 +73,7 @@ async def _transcribe_files(args: argparse.Namespace, settings: Settings) -> int
         query.append(("detect_language", "true"))
     failures = 0
     try:
-        for path in tqdm(args.files, unit="file", disable=len(args.files) < 2 or args.quiet):
+        for path in tqdm(args.files, unit="file", disable=args.quiet, file=sys.stderr):
             data = Path(path).read_bytes()
             try:
                 body = await transcribe_source(

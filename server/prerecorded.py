@@ -131,19 +131,21 @@ async def transcribe(
             language=lang,
             beam_size=engine.settings.beam_size,
             hotwords=" ".join(request.keyterms) or None,
+            # Each window is decoded once, so no words may wait for a later seek.
+            without_timestamps=True,
         )
         decode_jobs.append((plan, options))
 
-    # Admission covers the whole request at once: it is either accepted whole or refused.
-    engine.scheduler.check_admission(sum(len(p.windows) for p, _ in decode_jobs))
-    decoded = await asyncio.gather(
-        *[
-            engine.decode(
-                request.model, [w.audio for w in plan.windows], options, Priority.BULK, admit=False
-            )
+    # Admission covers the whole request at once (checked and queued under one lock): it is
+    # either accepted whole or refused.
+    decoded = await engine.decode_groups(
+        request.model,
+        [
+            ([w.audio for w in plan.windows], options)
             for plan, options in decode_jobs
             if plan.windows
-        ]
+        ],
+        Priority.BULK,
     )
     it = iter(decoded)
     for result, (plan, _) in zip(results, decode_jobs, strict=True):

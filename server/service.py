@@ -10,7 +10,7 @@ import asyncio
 import time
 from typing import Any, BinaryIO
 
-from server import metrics
+from server import logs, metrics
 from server.api.errors import ApiError, bad_request
 from server.api.params import ListenParams
 from server.audio.decode import AudioError, AudioTooLong, RawFormat, check_encoding, decode
@@ -52,6 +52,13 @@ async def transcribe_source(
         raise bad_request(f"Bad Request: {exc}") from exc
 
     warnings: list[tuple[str, str]] = []
+    if audio.truncated:
+        params.warn(
+            "audio",
+            f"the audio ends early: its header declares {audio.declared_duration:.2f} s but only "
+            f"{audio.duration:.2f} s could be decoded (truncated upload?); transcribed what arrived",
+            "truncated_audio",
+        )
     request = TranscribeRequest(
         model=resolution.name,
         language=None if params.detect_language else (params.language or "en"),
@@ -75,6 +82,7 @@ async def transcribe_source(
 
     elapsed = time.monotonic() - started
     metrics.AUDIO_SECONDS.labels("rest").inc(audio.duration)
+    logs.annotate(model=resolution.name, audio_seconds=round(audio.duration, 3))
     if audio.duration > 0:
         metrics.REAL_TIME_FACTOR.observe(elapsed / audio.duration)
     loaded = await engine.model(resolution.name)

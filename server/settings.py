@@ -8,14 +8,16 @@ below. Every limit the server enforces lives here so operators can tune it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -42,20 +44,20 @@ class Settings(BaseSettings):
     config: Path | None = Field(default=None, description="TOML file with any of these settings")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- models --------------------------------------------------------------------------------
     model: str = Field(
         default="tiny.en", description="default served model (catalog name, dir, or repo id)"
     )
-    preload: list[str] = Field(default_factory=list, description="more models to load at start-up")
+    preload: Annotated[list[str], NoDecode] = Field(default_factory=list, description="more models to load at start-up")
     models_dir: Path = Field(default_factory=_default_models_dir)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = "default"
     cpu_threads: int = Field(
         default=0, ge=0, description="CTranslate2 intra-op threads; 0 = all cores"
     )
-    device_index: list[int] = Field(default_factory=lambda: [0])
+    device_index: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [0])
 
     # --- decoding defaults ---------------------------------------------------------------------
     beam_size: int = Field(default=5, ge=1)
@@ -86,7 +88,7 @@ class Settings(BaseSettings):
     callback_retry_delay_s: float = Field(default=30.0, ge=0)
 
     # --- auth ----------------------------------------------------------------------------------
-    api_key: list[str] = Field(default_factory=list, description="accepted keys (or sha256:HEX)")
+    api_key: Annotated[list[str], NoDecode] = Field(default_factory=list, description="accepted keys (or sha256:HEX)")
     api_keys_file: Path | None = None
     metrics_open: bool = Field(default=False, description="serve /metrics without a key")
 
@@ -95,6 +97,9 @@ class Settings(BaseSettings):
     ws_interim_step_s: float = Field(default=0.5, gt=0)
     ws_max_utterance_s: float = Field(default=12.0, gt=1)
     ws_max_streams: int = Field(default=64, ge=1)
+    ws_min_endpointing_ms: int = Field(
+        default=300, ge=32, description="floor under the client's endpointing (Silero hangover)"
+    )
 
     # --- shutdown ------------------------------------------------------------------------------
     shutdown_deadline_s: float = Field(default=30.0, gt=0)
@@ -102,8 +107,14 @@ class Settings(BaseSettings):
     @field_validator("api_key", "preload", "cors_origins", "device_index", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
-        """Environment variables carry lists as `a,b,c`; JSON lists still work."""
-        if isinstance(value, str) and not value.lstrip().startswith("["):
+        """Environment variables carry lists as `a,b,c`; JSON lists still work.
+
+        The fields are `NoDecode`, so pydantic-settings hands the raw string here instead of
+        failing to JSON-decode `a,b`; JSON is decoded here when the value looks like a list.
+        """
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 

@@ -1,6 +1,12 @@
-"""Liveness, readiness, the served-model list, and Prometheus metrics."""
+"""Liveness, readiness, the served-model list, and Prometheus metrics.
+
+`/healthz` is the liveness probe (the process serves HTTP), `/readyz` the readiness probe
+(models loaded and not draining); `/metrics` is guarded like the API unless `metrics_open`.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -10,6 +16,7 @@ from server import metrics
 from server.api.auth import require_key
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 @router.get("/healthz")
@@ -61,5 +68,8 @@ async def metrics_endpoint(request: Request) -> Response:
     settings = request.app.state.settings
     if not settings.metrics_open:
         require_key(request.headers, settings.key_digests)
-    request.app.state.engine.sample_gauges()
+    try:
+        request.app.state.engine.sample_gauges()
+    except Exception:  # NVML missing or broken must not fail the scrape of everything else
+        log.debug("gauge sampling failed", exc_info=True)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from starlette.datastructures import QueryParams
 
@@ -167,6 +168,14 @@ def _language(value: str) -> str:
     return code
 
 
+def _callback_url(value: str) -> str:
+    """Refuse a callback we could never deliver now, rather than failing silently later."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ParamError(f"Invalid value for 'callback': '{value[:200]}' is not an http(s) URL")
+    return value.strip()
+
+
 def parse(query: QueryParams | Iterable[tuple[str, str]]) -> ListenParams:
     items = list(query.multi_items() if isinstance(query, QueryParams) else query)
     out = ListenParams()
@@ -223,7 +232,7 @@ def _apply(out: ListenParams, name: str, value: str) -> None:
     elif name == "channels":
         out.channels = _int(name, value, 1, 32)
     elif name == "callback":
-        out.callback = value
+        out.callback = _callback_url(value)
     elif name == "callback_method":
         method = value.strip().upper()
         if method not in {"POST", "PUT"}:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import APIRouter, Request
@@ -18,6 +20,7 @@ from server.engine import Engine
 from server.service import transcribe_source
 
 router = APIRouter()
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -75,7 +78,14 @@ async def _respond(request: Request, payload: Payload, params: ListenParams) -> 
         task.add_done_callback(request.app.state.background.discard)
         return JSONResponse({"request_id": request_id})
     try:
-        body = await transcribe_source(engine, payload.file, payload.sha256, params, request_id)
+        body = await _unless_disconnected(
+            request, transcribe_source(engine, payload.file, payload.sha256, params, request_id)
+        )
+    except ClientGone:
+        log.info(
+            "client disconnected; its queued work was cancelled", extra={"request_id": request_id}
+        )
+        return JSONResponse({}, status_code=499)
     finally:
         payload.close()
     info = body["metadata"]["model_info"]
@@ -83,6 +93,33 @@ async def _respond(request: Request, payload: Payload, params: ListenParams) -> 
     return JSONResponse(
         body, headers={"dg-model-name": info[model_uuid]["name"], "dg-model-uuid": model_uuid}
     )
+
+
+class ClientGone(Exception):
+    """The client hung up before its transcript was ready."""
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, cancelling it if the client disconnects first: cancellation reaches the
+    engine, which takes the request's queued windows off the scheduler queue at once."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled() or not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ClientGone
+    return task.result()
 
 
 async def _callback(app: Any, payload: Payload, params: ListenParams, request_id: str) -> None:

@@ -56,6 +56,15 @@ class DecodedAudio:
     """Audio on the 16 kHz clock: `samples` has shape (channels, n)."""
 
     samples: np.ndarray
+    # What the container's header promised, when it says; more than what decoded = truncated.
+    declared_duration: float | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """True when the header promised clearly more audio than the bytes held (cut upload)."""
+        if not self.declared_duration:
+            return False
+        return self.duration < self.declared_duration - max(0.5, 0.02 * self.declared_duration)
 
     @property
     def channels(self) -> int:
@@ -99,6 +108,17 @@ def open_container(source: BinaryIO, raw: RawFormat | None) -> av.container.Inpu
         raise AudioError("failed to process audio: corrupt or unsupported data") from exc
 
 
+def _declared_duration(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream
+) -> float | None:
+    """The duration the header states (stream first, then container); None when unknown."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration:
+        return container.duration / 1_000_000
+    return None
+
+
 def decode(
     data: bytes | BinaryIO,
     raw: RawFormat | None = None,
@@ -137,6 +157,6 @@ def decode(
         samples = np.concatenate(pieces, axis=1).astype(np.float32, copy=False)
         if samples.shape[0] != channels and channels:
             samples = samples[:channels]
-        return DecodedAudio(np.ascontiguousarray(samples))
+        return DecodedAudio(np.ascontiguousarray(samples), _declared_duration(container, stream))
     finally:
         container.close()

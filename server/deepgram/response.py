@@ -46,9 +46,33 @@ def word_entries(words: Sequence[Word], punctuate: bool) -> list[dict[str, Any]]
     return out
 
 
+def _unspaced(char: str) -> bool:
+    """Scripts written without spaces between words (Han, kana, Thai, Lao, Khmer, Myanmar)."""
+    code = ord(char)
+    return (
+        0x3040 <= code <= 0x30FF  # hiragana, katakana
+        or 0x3400 <= code <= 0x4DBF
+        or 0x4E00 <= code <= 0x9FFF  # CJK ideographs
+        or 0xF900 <= code <= 0xFAFF
+        or 0xFF00 <= code <= 0xFFEF  # full-width forms and punctuation
+        or 0x3000 <= code <= 0x303F  # CJK punctuation
+        or 0x0E00 <= code <= 0x0EFF  # Thai, Lao
+        or 0x1000 <= code <= 0x109F  # Myanmar
+        or 0x1780 <= code <= 0x17FF  # Khmer
+    )
+
+
 def transcript_of(entries: Sequence[dict[str, Any]], punctuate: bool) -> str:
+    """Words joined by spaces, except between two words of a script written without spaces,
+    so Japanese or Chinese transcripts read as written instead of one glyph per 'word'."""
     key = "punctuated_word" if punctuate else "word"
-    return " ".join(e[key] for e in entries)
+    parts: list[str] = []
+    for entry in entries:
+        text = entry[key]
+        if parts and text and not (_unspaced(parts[-1][-1]) and _unspaced(text[0])):
+            parts.append(" ")
+        parts.append(text)
+    return "".join(parts)
 
 
 def confidence_of(segments: Sequence[Segment]) -> float:

@@ -9,13 +9,20 @@ import numpy as np
 
 from server.engine.catalog import Catalog, ModelInfo, ModelUnavailable, Resolution
 from server.engine.models import LoadedModel, ModelPool
-from server.engine.scheduler import Overloaded, Priority, Scheduler, SchedulerConfig
+from server.engine.scheduler import (
+    DeadlineExpired,
+    Overloaded,
+    Priority,
+    Scheduler,
+    SchedulerConfig,
+)
 from server.engine.whisper import DecodeOptions, Segment, Word, decode_batch, detect_language
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DeadlineExpired",
     "DecodeOptions",
     "Engine",
     "ModelInfo",
@@ -35,14 +42,17 @@ class Engine:
         self.default_model = self.catalog.add_operator_model(settings.model)
         for name in settings.preload:
             self.catalog.add_operator_model(name)
+        on_gpu = settings.resolved_device == "cuda"
         self.scheduler = Scheduler(
             self._decode,
             SchedulerConfig(
                 batch_size=settings.batch_size,
                 batch_window_s=settings.batch_window_ms / 1000,
-                workers=settings.workers,
+                # CTranslate2 keeps `workers` replicas per device: one scheduler thread each.
+                workers=settings.workers * (len(settings.device_index) if on_gpu else 1),
                 queue_max=settings.queue_max,
                 queue_max_wait_s=settings.queue_max_wait_s,
+                mix_bulk_into_stream=on_gpu,
             ),
         )
         self.ready = False
@@ -90,15 +100,49 @@ class Engine:
         priority: Priority = Priority.BULK,
         *,
         admit: bool = True,
+        deadline_s: float | None = None,
+        droppable: bool = False,
     ) -> list[list[Segment]]:
-        """Decode windows through the shared scheduler; cancelling the caller cancels its work."""
-        futures = self.scheduler.submit(model, windows, options, priority, admit=admit)
+        """Decode windows through the shared scheduler; cancelling the caller cancels its work.
+
+        `deadline_s` (seconds from now) overrides the priority's default budget; `droppable`
+        work whose deadline passes before a worker reaches it raises `DeadlineExpired` instead
+        of being decoded late (for interims only: admitted finals and bulk are never dropped).
+        """
+        futures = self.scheduler.submit(
+            model,
+            windows,
+            options,
+            priority,
+            admit=admit,
+            deadline_s=deadline_s,
+            droppable=droppable,
+        )
+        return await self._gather(futures)
+
+    async def decode_groups(
+        self,
+        model: str,
+        groups: list[tuple[list[np.ndarray], DecodeOptions]],
+        priority: Priority = Priority.BULK,
+        *,
+        admit: bool = True,
+    ) -> list[list[list[Segment]]]:
+        """Decode several window groups (a file's channels) admitted together, all or none."""
+        submitted = self.scheduler.submit_groups(model, groups, priority, admit=admit)
+        flat = [future for futures in submitted for future in futures]
+        results = iter(await self._gather(flat))
+        return [[next(results) for _ in futures] for futures in submitted]
+
+    async def _gather(self, futures: list) -> list[list[Segment]]:
         wrapped = [asyncio.wrap_future(f) for f in futures]
         try:
             return list(await asyncio.gather(*wrapped))
         except BaseException:
-            for future in futures:
-                future.cancel()
+            # The client went away (or one window failed): free the queue of the rest now.
+            self.scheduler.discard(futures)
+            for waiter in wrapped:
+                waiter.cancel()
             raise
 
     async def detect_language(self, model: str, window: np.ndarray) -> tuple[str, float]:

@@ -151,10 +151,7 @@ class Catalog:
         """Return what faster-whisper should load: a directory path, or a hub repo id."""
         entry = self.entries.get(name)
         if entry is None:
-            spec = self.extra.get(name, name)
-            return (
-                str(Path(spec).expanduser().resolve()) if Path(spec).expanduser().is_dir() else spec
-            )
+            return self._operator_model(name, self.extra.get(name, name))
         if entry["source"] == "package":
             root = _package_dir(entry["package"])
             if root is None:
@@ -163,6 +160,39 @@ class Catalog:
         if entry["source"] == "joined":
             return str(self._join(name, entry))
         raise ModelUnavailable(f"model '{name}': unknown source {entry['source']!r}")
+
+    def _operator_model(self, name: str, spec: str) -> str:
+        """A local CTranslate2 directory, or a hub repo id / faster-whisper size fetched once.
+
+        Failures become ModelUnavailable with what to do, instead of a hub stack trace.
+        """
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            if not (path / "model.bin").is_file():
+                raise ModelUnavailable(
+                    f"model '{name}': {path} has no model.bin; give a CTranslate2 Whisper "
+                    "directory (e.g. from ct2-transformers-converter)"
+                )
+            return str(path.resolve())
+        if spec.startswith(("/", ".", "~")) or "\\" in spec or spec.count("/") > 1:
+            raise ModelUnavailable(
+                f"model '{name}': no such directory; give a catalog name "
+                f"({', '.join(self.entries)}), a CTranslate2 model directory, or a Hugging Face "
+                "repo id like Systran/faster-whisper-small"
+            )
+        from faster_whisper.utils import download_model
+
+        cache = self.store_dir / "store" / "hub"
+        try:
+            return str(download_model(spec, cache_dir=str(cache)))
+        except ValueError as exc:  # neither a known size nor a well-formed repo id
+            raise ModelUnavailable(f"model '{name}' is not a model name openlisten knows: {exc}") from exc
+        except Exception as exc:  # offline, unknown repo, gated repo: hub errors vary by version
+            raise ModelUnavailable(
+                f"model '{name}' is not in the local cache ({cache}) and could not be fetched "
+                f"from the Hugging Face Hub ({type(exc).__name__}). Connect this machine once, "
+                "or download the model elsewhere and pass its directory to --model."
+            ) from exc
 
     def _join(self, name: str, entry: dict[str, Any]) -> Path:
         """Join a split model.bin into the store once; the size+sha256 check runs only on a join."""

@@ -52,7 +52,11 @@ class ModelPool:
             if name in self._models:
                 return self._models[name]
             path = self._catalog.materialize(name)
-            threads = self._settings.cpu_threads or (os.cpu_count() or 1)
+            # Each of the `workers` replicas runs its own batches: split the cores between
+            # them rather than oversubscribing (0 = share all cores out).
+            threads = self._settings.cpu_threads or max(
+                1, (os.cpu_count() or 1) // self._settings.workers
+            )
             log.info("loading model", extra={"model": name, "path": path})
             try:
                 model = WhisperModel(

@@ -1,12 +1,21 @@
 """The inference scheduler: one queue for every client, batched per model and decode options.
 
 Work items are ≤30 s windows (REST chunks cut by VAD, streaming interim and final decodes).
-Worker threads take the most urgent item, wait up to a short batching window for compatible
-items (same model and `DecodeOptions.batch_key`), and decode them in one CTranslate2 call.
-Priorities put streaming work ahead of bulk REST windows; within a priority, earliest deadline
-first. Admission control refuses new work when the queue would make it wait too long, so an
-overloaded server answers 503 at once instead of letting latency drift; admitted work is never
-dropped, and work whose client went away (a cancelled future) is skipped.
+Each item carries a deadline: the caller's, or its priority's default budget. Workers take the
+item with the earliest deadline (ties: the more urgent priority), wait up to a short batching
+window for compatible items (same model and `DecodeOptions.batch_key`), and decode them in one
+CTranslate2 call. Streaming budgets are seconds while bulk REST budgets are the admission limit,
+so streaming work runs ahead of bulk work, yet bulk work that has waited its whole budget is not
+starved by a steady stream load.
+
+On a CPU a batch costs about the sum of its windows (only the decoder gains from batching), so
+bulk windows join a batch led by streaming work only while the estimated batch time still meets
+the leader's deadline; on a GPU, where a batch costs little more than one window, they join.
+
+Admission control refuses new work when the queue would make it wait too long, so an overloaded
+server answers 503 at once instead of letting latency drift. Admitted work is never dropped:
+the only items not decoded are those whose caller went away (cancelled futures, removed from
+the queue at once) and droppable items (interims, by the caller's choice) past their deadline.
 """
 
 from __future__ import annotations
@@ -40,14 +49,27 @@ class Overloaded(RuntimeError):
         self.retry_after = retry_after
 
 
+class DeadlineExpired(RuntimeError):
+    """A droppable item's deadline passed before a worker reached it; it was not decoded."""
+
+
 @dataclass(order=True)
 class _Item:
-    sort_key: tuple[int, float, int]
+    sort_key: tuple[float, int, int]  # (deadline, priority, arrival): earliest deadline first
     model: str = field(compare=False)
     window: np.ndarray = field(compare=False)
     options: DecodeOptions = field(compare=False)
     future: Future = field(compare=False)
     enqueued: float = field(compare=False)
+    droppable: bool = field(compare=False, default=False)
+
+    @property
+    def deadline(self) -> float:
+        return self.sort_key[0]
+
+    @property
+    def priority(self) -> Priority:
+        return Priority(self.sort_key[1])
 
     @property
     def batch_key(self) -> tuple:
@@ -64,25 +86,48 @@ class SchedulerConfig:
     workers: int = 1
     queue_max: int = 256
     queue_max_wait_s: float = 30.0
-    initial_window_cost_s: float = 0.5
+    # Seconds per window before any batch was measured; replaced by the measured EWMA quickly.
+    initial_window_cost_s: float = 1.0
+    # Default deadlines (seconds after submission) when the caller gives none.
+    final_budget_s: float = 1.5
+    interim_budget_s: float = 3.0
+    # None: the queue_max_wait_s admission promise is the bulk budget.
+    bulk_budget_s: float | None = None
+    # Whether bulk windows may always join a batch led by streaming work (True on GPUs, where
+    # a batch costs about one window); otherwise only while the leader's deadline still holds.
+    mix_bulk_into_stream: bool = False
+
+    def budget(self, priority: Priority) -> float:
+        if priority is Priority.STREAM_FINAL:
+            return self.final_budget_s
+        if priority is Priority.STREAM_INTERIM:
+            return self.interim_budget_s
+        return self.bulk_budget_s if self.bulk_budget_s is not None else self.queue_max_wait_s
 
 
 class Scheduler:
     def __init__(self, decode: DecodeFn, config: SchedulerConfig) -> None:
         self._decode = decode
         self._config = config
-        self._queue: list[_Item] = []  # kept sorted; small (≤ queue_max)
+        self._queue: list[_Item] = []  # kept sorted by deadline; small (≈ queue_max)
         self._cond = threading.Condition()
         self._seq = itertools.count()
         self._running = False
         self._threads: list[threading.Thread] = []
-        self._busy = 0
-        # EWMA of wall seconds per window, measured per batch; drives admission control.
-        self._window_cost = config.initial_window_cost_s
+        self._inflight: list[str] = []  # model of every window being decoded right now
+        # EWMA of wall seconds per window per model, measured per batch; drives admission.
+        self._cost: dict[str, float] = {}
+
+    @property
+    def config(self) -> SchedulerConfig:
+        return self._config
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._running = True
+        with self._cond:
+            if self._running:
+                return
+            self._running = True
         for index in range(self._config.workers):
             thread = threading.Thread(target=self._work, name=f"infer-{index}", daemon=True)
             thread.start()
@@ -103,27 +148,51 @@ class Scheduler:
 
     @property
     def window_cost_s(self) -> float:
-        return self._window_cost
+        """Measured seconds per window (the slowest served model's, until one is named)."""
+        return self.cost_of(None)
 
-    def expected_wait_s(self, extra_windows: int = 0) -> float:
-        """How long new work would wait for its last window, from the measured window cost."""
-        ahead = len(self._queue) + self._busy * self._config.batch_size / 2 + extra_windows
-        return ahead * self._window_cost / self._config.workers
+    def cost_of(self, model: str | None) -> float:
+        if model is not None and model in self._cost:
+            return self._cost[model]
+        return max(self._cost.values(), default=self._config.initial_window_cost_s)
 
-    def check_admission(self, windows: int) -> None:
-        """Raise Overloaded when `windows` more would overflow the queue or wait too long."""
+    def expected_wait_s(self, extra_windows: int = 0, model: str | None = None) -> float:
+        """How long new work would wait for its last window: queued work, half of the batches
+        now running, then its own windows, at the measured per-window cost over the workers."""
         with self._cond:
-            depth = len(self._queue)
-            wait = self.expected_wait_s(windows)
-        if depth + windows > self._config.queue_max:
-            metrics.REJECTED.labels("queue_full").inc()
-            raise Overloaded("the inference queue is full", self._retry_after(wait))
-        if depth and wait > self._config.queue_max_wait_s:
-            metrics.REJECTED.labels("wait").inc()
-            raise Overloaded(f"queued work would wait about {wait:.0f} s", self._retry_after(wait))
+            return self._expected_wait_locked(extra_windows, model)
 
-    def _retry_after(self, wait: float) -> int:
-        return max(1, math.ceil(wait - self._config.queue_max_wait_s / 2))
+    def _expected_wait_locked(self, extra_windows: int, model: str | None) -> float:
+        queued = sum(self.cost_of(item.model) for item in self._queue)
+        running = sum(self.cost_of(name) for name in self._inflight) / 2
+        own = extra_windows * self.cost_of(model)
+        return (queued + running + own) / self._config.workers
+
+    def check_admission(self, windows: int, model: str | None = None) -> None:
+        """Raise Overloaded when `windows` more would overflow the queue or wait too long.
+
+        An idle queue admits any one request, however long, so big files are served when the
+        server is free instead of being refused forever.
+        """
+        with self._cond:
+            self._check_locked(windows, model)
+
+    def _check_locked(self, windows: int, model: str | None) -> None:
+        depth = len(self._queue)
+        if depth == 0:
+            return
+        per_window = self.cost_of(model) / self._config.workers
+        overflow = depth + windows - self._config.queue_max
+        if overflow > 0:
+            metrics.REJECTED.labels("queue_full").inc()
+            raise Overloaded("the inference queue is full", _seconds(overflow * per_window))
+        wait = self._expected_wait_locked(windows, model)
+        if wait > self._config.queue_max_wait_s:
+            metrics.REJECTED.labels("wait").inc()
+            raise Overloaded(
+                f"queued work would wait about {wait:.0f} s",
+                _seconds(wait - self._config.queue_max_wait_s),
+            )
 
     # --- submission --------------------------------------------------------------------------
     def submit(
@@ -134,23 +203,67 @@ class Scheduler:
         priority: Priority,
         *,
         admit: bool = True,
+        deadline_s: float | None = None,
+        droppable: bool = False,
     ) -> list[Future]:
-        """Queue windows; each future resolves to that window's segments."""
-        if admit:
-            self.check_admission(len(windows))
+        """Queue windows; each future resolves to that window's segments.
+
+        With `admit`, the admission check and the enqueue happen under one lock, so concurrent
+        callers can't all pass the check and then overfill the queue together.
+        """
+        return self.submit_groups(
+            model,
+            [(windows, options)],
+            priority,
+            admit=admit,
+            deadline_s=deadline_s,
+            droppable=droppable,
+        )[0]
+
+    def submit_groups(
+        self,
+        model: str,
+        groups: list[tuple[list[np.ndarray], DecodeOptions]],
+        priority: Priority,
+        *,
+        admit: bool = True,
+        deadline_s: float | None = None,
+        droppable: bool = False,
+    ) -> list[list[Future]]:
+        """Queue several groups (e.g. the channels of one file) as one all-or-nothing request."""
         now = time.monotonic()
-        futures: list[Future] = []
+        budget = deadline_s if deadline_s is not None else self._config.budget(priority)
+        deadline = now + budget
+        out: list[list[Future]] = []
         with self._cond:
-            for window in windows:
-                future: Future = Future()
-                item = _Item(
-                    (int(priority), now, next(self._seq)), model, window, options, future, now
-                )
-                self._insert(item)
-                futures.append(future)
+            if admit:
+                self._check_locked(sum(len(w) for w, _ in groups), model)
+            for windows, options in groups:
+                futures: list[Future] = []
+                for window in windows:
+                    future: Future = Future()
+                    key = (deadline, int(priority), next(self._seq))
+                    item = _Item(key, model, window, options, future, now, droppable)
+                    self._insert(item)
+                    futures.append(future)
+                out.append(futures)
             metrics.QUEUE_DEPTH.set(len(self._queue))
             self._cond.notify_all()
-        return futures
+        return out
+
+    def discard(self, futures: list[Future]) -> int:
+        """Cancel futures and take their items out of the queue now (the client went away), so
+        they neither hold queue slots nor count against admission. Returns how many left."""
+        for future in futures:
+            future.cancel()
+        gone = set(map(id, futures))
+        with self._cond:
+            before = len(self._queue)
+            self._queue = [item for item in self._queue if id(item.future) not in gone]
+            removed = before - len(self._queue)
+            metrics.QUEUE_DEPTH.set(len(self._queue))
+            self._cond.notify_all()
+        return removed
 
     def _insert(self, item: _Item) -> None:
         lo, hi = 0, len(self._queue)
@@ -163,32 +276,67 @@ class Scheduler:
         self._queue.insert(lo, item)
 
     # --- workers -----------------------------------------------------------------------------
+    def _expire_locked(self, now: float) -> None:
+        """Fail droppable items past their deadline and forget cancelled ones."""
+        keep = []
+        for item in self._queue:
+            if item.future.cancelled():
+                continue
+            if item.droppable and item.deadline < now:
+                if item.future.set_running_or_notify_cancel():
+                    item.future.set_exception(DeadlineExpired("deadline passed before decoding"))
+                metrics.REJECTED.labels("expired").inc()
+                continue
+            keep.append(item)
+        self._queue = keep
+
+    def _fits(self, batch: list[_Item], item: _Item, now: float) -> bool:
+        """Whether `item` may join `batch` (same key already checked)."""
+        head = batch[0]
+        if head.priority is Priority.BULK or item.priority is not Priority.BULK:
+            return True
+        if self._config.mix_bulk_into_stream:
+            return True
+        # Bulk joining streaming work: only if the leader still meets its deadline.
+        per_window = self.cost_of(head.model)
+        return now + (len(batch) + 1) * per_window <= head.deadline
+
     def _take_batch(self) -> list[_Item] | None:
         """Block until a batch is ready: the most urgent item plus compatible ones."""
         with self._cond:
-            while self._running and not self._queue:
-                self._cond.wait()
-            if not self._running:
-                return None
+            while True:
+                while self._running and not self._queue:
+                    self._cond.wait()
+                if not self._running:
+                    return None
+                self._expire_locked(time.monotonic())
+                if self._queue:
+                    break
             key = self._queue[0].batch_key
-            deadline = time.monotonic() + self._config.batch_window_s
+            fill_by = time.monotonic() + self._config.batch_window_s
             while True:
                 same = sum(1 for item in self._queue if item.batch_key == key)
-                remaining = deadline - time.monotonic()
+                remaining = fill_by - time.monotonic()
                 if same >= self._config.batch_size or remaining <= 0:
                     break
                 self._cond.wait(remaining)
-                if not self._queue:
-                    return []
+                self._expire_locked(time.monotonic())
+                if not self._queue or self._queue[0].batch_key != key:
+                    return []  # the leader went away or something more urgent came: re-pick
+            now = time.monotonic()
             batch: list[_Item] = []
             rest: list[_Item] = []
             for item in self._queue:
-                if item.batch_key == key and len(batch) < self._config.batch_size:
+                if (
+                    item.batch_key == key
+                    and len(batch) < self._config.batch_size
+                    and (not batch or self._fits(batch, item, now))
+                ):
                     batch.append(item)
                 else:
                     rest.append(item)
             self._queue = rest
-            self._busy += 1
+            self._inflight.extend(item.model for item in batch)
             metrics.QUEUE_DEPTH.set(len(self._queue))
             return batch
 
@@ -203,7 +351,8 @@ class Scheduler:
                 self._run(batch)
             finally:
                 with self._cond:
-                    self._busy -= 1
+                    for item in batch:
+                        self._inflight.remove(item.model)
 
     def _run(self, batch: list[_Item]) -> None:
         live = [item for item in batch if item.future.set_running_or_notify_cancel()]
@@ -211,7 +360,7 @@ class Scheduler:
             return
         started = time.monotonic()
         for item in live:
-            metrics.QUEUE_WAIT_SECONDS.labels(Priority(item.sort_key[0]).name.lower()).observe(
+            metrics.QUEUE_WAIT_SECONDS.labels(item.priority.name.lower()).observe(
                 started - item.enqueued
             )
         metrics.BATCH_SIZE.observe(len(live))
@@ -224,6 +373,14 @@ class Scheduler:
             return
         elapsed = time.monotonic() - started
         metrics.INFERENCE_SECONDS.labels(model).observe(elapsed)
-        self._window_cost = 0.8 * self._window_cost + 0.2 * (elapsed / len(live))
+        with self._cond:
+            previous = self._cost.get(model)
+            measured = elapsed / len(live)
+            self._cost[model] = measured if previous is None else 0.8 * previous + 0.2 * measured
         for item, result in zip(live, results, strict=True):
             item.future.set_result(result)
+
+
+def _seconds(value: float) -> int:
+    """A Retry-After value: whole seconds, at least one."""
+    return max(1, math.ceil(value))

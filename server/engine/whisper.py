@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.audio import pad_or_trim
@@ -35,10 +36,21 @@ class DecodeOptions:
     initial_prompt: str | None = None
     hotwords: str | None = None
     word_timestamps: bool = True
+    # One segment per window, words from alignment (as BatchedInferencePipeline does). With
+    # timestamp tokens Whisper often ends a full window on `<|t|><|t|>` and leaves the last
+    # words for a re-decode from that seek; a window decoded once would lose them.
+    without_timestamps: bool = False
 
     @property
     def batch_key(self) -> tuple:
-        return (self.language, self.task, self.beam_size, self.initial_prompt, self.hotwords)
+        return (
+            self.language,
+            self.task,
+            self.beam_size,
+            self.initial_prompt,
+            self.hotwords,
+            self.without_timestamps,
+        )
 
 
 @dataclass
@@ -80,9 +92,43 @@ def make_tokenizer(model: WhisperModel, options: DecodeOptions) -> Tokenizer:
     return Tokenizer(model.hf_tokenizer, model.model.is_multilingual, options.task, language)
 
 
+class _Encoded:
+    """The encoder output of one batch, and a way to take any subset of its rows.
+
+    On the CPU (and on multi-GPU, where faster-whisper moves the output to the host) the rows
+    live in one numpy array: windows are encoded one at a time (bit-identical to a batched
+    encode and measured faster on CPU: batching buys the encoder nothing there) and any subset
+    for fallback or alignment is a cheap slice. On one GPU the output stays on the device as
+    one batched encode, and a subset is re-encoded (cheap there, and rare).
+    """
+
+    def __init__(self, model: WhisperModel, features: np.ndarray) -> None:
+        self._model = model
+        self._features = features
+        self.on_host = model.model.device == "cpu" or len(model.model.device_index) > 1
+        self._array: np.ndarray | None = None
+        self._view: ctranslate2.StorageView | None = None
+        if self.on_host:
+            rows = [np.asarray(model.encode(features[i : i + 1])) for i in range(len(features))]
+            self._array = np.ascontiguousarray(np.concatenate(rows))
+        else:
+            self._view = model.encode(features)
+
+    def take(self, indices: list[int]) -> ctranslate2.StorageView:
+        """Encoder output for these rows, in this order (shares memory on the host)."""
+        if self._array is not None:
+            rows = self._array if indices == list(range(len(self._array))) else self._array[indices]
+            # The view shares the buffer and holds a reference to it (CTranslate2's data owner).
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(rows))
+        if indices == list(range(len(self._features))):
+            assert self._view is not None
+            return self._view
+        return self._model.encode(self._features[indices])
+
+
 def _generate(
     model: WhisperModel,
-    encoder_output,
+    encoder_output: ctranslate2.StorageView,
     prompt: list[int],
     tokenizer: Tokenizer,
     options: DecodeOptions,
@@ -119,48 +165,129 @@ def _generate(
 
 
 def _needs_fallback(item: _Decoded, options: DecodeOptions) -> bool:
-    if item.compression_ratio > options.compression_ratio_threshold:
-        return True
+    """faster-whisper's rule: retry when too repetitive or unsure, unless the window is silence."""
     low_logprob = item.avg_logprob < options.log_prob_threshold
-    silent = item.no_speech_prob > options.no_speech_threshold
-    return low_logprob and not silent
+    if item.no_speech_prob > options.no_speech_threshold and low_logprob:
+        return False
+    return item.compression_ratio > options.compression_ratio_threshold or low_logprob
+
+
+def _pick(attempts: list[_Decoded], options: DecodeOptions) -> _Decoded:
+    """When every temperature failed: the most likely attempt that is not repetitive, if any."""
+    readable = [a for a in attempts if a.compression_ratio <= options.compression_ratio_threshold]
+    best = max(readable or attempts, key=lambda a: a.avg_logprob)
+    return _Decoded(
+        best.tokens,
+        best.avg_logprob,
+        best.no_speech_prob,
+        attempts[-1].temperature,
+        best.compression_ratio,
+    )
+
+
+def _decode_with_fallback(
+    model: WhisperModel,
+    encoded: _Encoded,
+    count: int,
+    prompt: list[int],
+    tokenizer: Tokenizer,
+    options: DecodeOptions,
+) -> list[_Decoded]:
+    """Per-item temperature fallback: each retry re-runs only the items that still fail."""
+    temperatures = list(options.temperatures) or [0.0]
+    everyone = list(range(count))
+    first = _generate(model, encoded.take(everyone), prompt, tokenizer, options, temperatures[0])
+    attempts: list[list[_Decoded]] = [[item] for item in first]
+    best: list[_Decoded | None] = [None if _needs_fallback(d, options) else d for d in first]
+    for temperature in temperatures[1:]:
+        pending = [i for i in everyone if best[i] is None]
+        if not pending:
+            break
+        retry = _generate(model, encoded.take(pending), prompt, tokenizer, options, temperature)
+        for index, item in zip(pending, retry, strict=True):
+            attempts[index].append(item)
+            if not _needs_fallback(item, options):
+                best[index] = item
+    return [b if b is not None else _pick(attempts[i], options) for i, b in enumerate(best)]
+
+
+class _Alignments:
+    """Stands in for the model inside `WhisperModel.add_word_timestamps` for one item.
+
+    faster-whisper's word-timing heuristics carry `last_speech_timestamp` from one item of a
+    batch into the next, which would let one client's window shift another's word times. Here
+    the (batched) alignment is computed once, then the heuristics run per item from 0.0, exactly
+    as a one-window decode does.
+    """
+
+    def __init__(self, model: WhisperModel, alignment: list[dict]) -> None:
+        self.frames_per_second = model.frames_per_second
+        self._alignment = alignment
+
+    def find_alignment(self, *_args: object, **_kwargs: object) -> list[list[dict]]:
+        return [self._alignment]
+
+
+def _add_words(
+    model: WhisperModel,
+    encoded: _Encoded,
+    segmented: list[list[dict]],
+    sizes: list[int],
+    tokenizer: Tokenizer,
+) -> None:
+    """Attach word timings to every non-empty item, in place."""
+    aligned = [i for i, segs in enumerate(segmented) if segs]
+    if not aligned:
+        return
+    text_tokens = [
+        [t for seg in segmented[i] for t in seg["tokens"] if t < tokenizer.eot] for i in aligned
+    ]
+    if encoded.on_host:
+        # One item per align call: measured faster on CPU than a padded batch.
+        alignments = [
+            model.find_alignment(tokenizer, [tokens], encoded.take([i]), [sizes[i]])[0]
+            for i, tokens in zip(aligned, text_tokens, strict=True)
+        ]
+    else:
+        alignments = model.find_alignment(
+            tokenizer, text_tokens, encoded.take(aligned), [sizes[i] for i in aligned]
+        )
+    for index, alignment in zip(aligned, alignments, strict=True):
+        WhisperModel.add_word_timestamps(
+            _Alignments(model, alignment),  # type: ignore[arg-type]
+            [segmented[index]],
+            tokenizer,
+            None,
+            [sizes[index]],
+            PREPEND_PUNCTUATIONS,
+            APPEND_PUNCTUATIONS,
+            0.0,
+        )
 
 
 def decode_batch(
     model: WhisperModel, windows: list[np.ndarray], options: DecodeOptions
 ) -> list[list[Segment]]:
-    """Decode windows (each ≤30 s of 16 kHz audio) together; times are relative to each window."""
+    """Decode windows (each ≤30 s of 16 kHz audio) together; times are relative to each window.
+
+    The result for each window equals decoding that window alone (tested): the batch shares
+    the decoder passes (where batching pays on CPU) and nothing else.
+    """
     if not windows:
         return []
     tokenizer = make_tokenizer(model, options)
     features = np.stack([features_for(model, w) for w in windows])
-    encoder_output = model.encode(features)
+    encoded = _Encoded(model, features)
     previous = (
         tokenizer.encode(" " + options.initial_prompt.strip()) if options.initial_prompt else []
     )
-    prompt = model.get_prompt(tokenizer, previous, hotwords=options.hotwords)
-
-    temperatures = list(options.temperatures) or [0.0]
-    best = _generate(model, encoder_output, prompt, tokenizer, options, temperatures[0])
-    pending = [i for i, item in enumerate(best) if _needs_fallback(item, options)]
-    for temperature in temperatures[1:]:
-        if not pending:
-            break
-        # Only the items that failed are re-run; re-encoding a few windows is cheaper than
-        # copying a device-resident encoder output apart.
-        sub_output = model.encode(features[pending])
-        retry = _generate(model, sub_output, prompt, tokenizer, options, temperature)
-        still = []
-        for index, item in zip(pending, retry, strict=True):
-            if _needs_fallback(item, options):
-                if item.avg_logprob > best[index].avg_logprob and (
-                    item.compression_ratio <= options.compression_ratio_threshold
-                ):
-                    best[index] = item
-                still.append(index)
-            else:
-                best[index] = item
-        pending = still
+    prompt = model.get_prompt(
+        tokenizer,
+        previous,
+        without_timestamps=options.without_timestamps,
+        hotwords=options.hotwords,
+    )
+    best = _decode_with_fallback(model, encoded, len(windows), prompt, tokenizer, options)
 
     segmented: list[list[dict]] = []
     sizes: list[int] = []
@@ -195,22 +322,7 @@ def decode_batch(
         )
 
     if options.word_timestamps:
-        aligned = [i for i, segs in enumerate(segmented) if segs]
-        if aligned:
-            # Alignment needs the encoder output of exactly the items it aligns; re-encode
-            # only in the rare batch where some windows turned out silent.
-            output = (
-                encoder_output if len(aligned) == len(windows) else model.encode(features[aligned])
-            )
-            model.add_word_timestamps(
-                [segmented[i] for i in aligned],
-                tokenizer,
-                output,
-                [sizes[i] for i in aligned],
-                PREPEND_PUNCTUATIONS,
-                APPEND_PUNCTUATIONS,
-                0.0,
-            )
+        _add_words(model, encoded, segmented, sizes, tokenizer)
 
     out: list[list[Segment]] = []
     for window, item, segs in zip(windows, best, segmented, strict=True):

@@ -1,0 +1,34 @@
+#!/bin/sh
+# The install steps of both images, in one place so CI can run exactly them in a clean venv
+# (tests/test_deploy.py) without a Docker engine.
+#
+# Usage: install.sh SOURCE_DIR
+# Environment:
+#   EXTRAS   optional-dependency groups of openlisten to install, comma-separated ("base")
+#   MODELS   catalog models to prepare into OPENLISTEN_MODELS_DIR, space-separated
+#   GPU      "1" also installs nvidia-ml-py, read by the GPU memory gauge
+# `pip` and `openlisten` are taken from PATH (the image's, or the test's, virtualenv).
+set -eu
+
+src="${1:?usage: install.sh SOURCE_DIR}"
+target="$src"
+if [ -n "${EXTRAS:-}" ]; then
+    target="$src[$EXTRAS]"
+fi
+
+pip install --no-cache-dir "$target"
+if [ "${GPU:-0}" = "1" ]; then
+    pip install --no-cache-dir "nvidia-ml-py>=12"
+fi
+
+# Join split weights (and check their sha256) now, so a container starts serving at once.
+for model in ${MODELS:-}; do
+    openlisten models --prepare "$model"
+done
+
+# Fail the build, not the first start, when the install is broken.
+openlisten --help >/dev/null
+if python -c "import torch" 2>/dev/null; then
+    echo "torch got installed; openlisten must stay torch-free" >&2
+    exit 1
+fi

@@ -1,0 +1,125 @@
+"""Deepgram live (WebSocket) messages, built by pure functions (contract §2.4).
+
+Only the message types the SDKs know are ever built here: Results, Metadata, SpeechStarted,
+UtteranceEnd, Error, ConfigureSuccess, ConfigureFailure. Python SDK 7.x hands any other type to
+user callbacks as `None` and 6.0.0 stops listening, so nothing else may go on the wire.
+Every field the SDKs' types require is always present, even when empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from server.deepgram import response
+from server.engine import ModelInfo, Segment
+
+KNOWN_TYPES = frozenset(
+    {
+        "Results",
+        "Metadata",
+        "SpeechStarted",
+        "UtteranceEnd",
+        "Error",
+        "ConfigureSuccess",
+        "ConfigureFailure",
+    }
+)
+
+
+def _seconds(value: float) -> float:
+    return round(max(value, 0.0), 3)
+
+
+def results(
+    *,
+    segments: Sequence[Segment],
+    channel: int,
+    channels: int,
+    start: float,
+    end: float,
+    is_final: bool,
+    speech_final: bool,
+    from_finalize: bool,
+    punctuate: bool,
+    request_id: str,
+    model: ModelInfo,
+) -> dict[str, Any]:
+    """One Results message; `segments` carry words already on the stream clock."""
+    alt, _ = response.alternative(segments, punctuate=punctuate, paragraphs=False)
+    return {
+        "type": "Results",
+        "channel_index": [channel, channels],
+        "duration": _seconds(end - start),
+        "start": _seconds(start),
+        "is_final": is_final,
+        "speech_final": speech_final,
+        "from_finalize": from_finalize,
+        "channel": {"alternatives": [alt]},
+        "metadata": {
+            "request_id": request_id,
+            "model_uuid": model.uuid,
+            "model_info": model.as_deepgram(),
+        },
+    }
+
+
+def metadata(
+    *,
+    request_id: str,
+    sha256: str,
+    duration: float,
+    channels: int,
+    model: ModelInfo | None,
+    created: str | None = None,
+) -> dict[str, Any]:
+    """The end-of-stream summary, sent once after CloseStream just before the close frame.
+
+    With no audio at all Deepgram reports `duration: 0, channels: 0` and no model fields.
+    """
+    meta: dict[str, Any] = {
+        "type": "Metadata",
+        "transaction_key": "deprecated",
+        "request_id": request_id,
+        "sha256": sha256,
+        "created": created or response.iso_now(),
+        "duration": round(duration, 6),
+        "channels": channels,
+    }
+    if model is not None and channels:
+        meta["models"] = [model.uuid]
+        meta["model_info"] = {model.uuid: model.as_deepgram()}
+    return meta
+
+
+def speech_started(channel: int, channels: int, timestamp: float) -> dict[str, Any]:
+    return {
+        "type": "SpeechStarted",
+        "channel": [channel, channels],
+        "timestamp": _seconds(timestamp),
+    }
+
+
+def utterance_end(channel: int, channels: int, last_word_end: float) -> dict[str, Any]:
+    return {
+        "type": "UtteranceEnd",
+        "channel": [channel, channels],
+        "last_word_end": _seconds(last_word_end),
+    }
+
+
+def error(description: str, message: str = "", variant: str = "SchemaError") -> dict[str, Any]:
+    return {"type": "Error", "variant": variant, "description": description, "message": message}
+
+
+def configure_success(request_id: str, keyterms: Sequence[str]) -> dict[str, Any]:
+    return {"type": "ConfigureSuccess", "request_id": request_id, "keyterms": list(keyterms)}
+
+
+def configure_failure(request_id: str, code: str, description: str) -> dict[str, Any]:
+    return {
+        "type": "ConfigureFailure",
+        "request_id": request_id,
+        "code": code,
+        "description": description,
+    }

@@ -1,0 +1,322 @@
+"""One live stream: frames in, controls handled, channels driven, messages out, clean close.
+
+The session owns the connection's life: it feeds binary frames to the incremental decoder,
+hands decoded audio to one `Channel` per transcribed channel, answers the control messages
+(KeepAlive, Finalize, CloseStream, Configure), enforces the idle timeout, and ends every stream
+the same way (final Results -> Metadata -> close 1000) whether the client asked (CloseStream or
+an empty frame) or the server is shutting down (`shutdown()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+from starlette.websockets import WebSocket, WebSocketState
+
+from server import metrics
+from server.audio.decode import AudioError, RawFormat
+from server.audio.stream import make_decoder
+from server.deepgram import live
+from server.engine import DecodeOptions, Engine, ModelInfo
+from server.streaming.channel import Channel, ChannelConfig
+from server.vad import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+NET_0001 = (
+    "Deepgram did not receive audio data or a text message within the timeout window. "
+    "See https://dpgr.am/net0001"
+)
+DATA_0000 = "DATA-0000: the payload cannot be decoded as audio"
+CLOSE_NORMAL = 1000
+CLOSE_DATA = 1002
+CLOSE_TIMEOUT = 1011
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """Everything fixed at the handshake that shapes the stream."""
+
+    request_id: str
+    model: str
+    model_info: ModelInfo
+    raw: RawFormat | None
+    multichannel: bool
+    interim_results: bool
+    punctuate: bool
+    endpoint_ms: int
+    speech_final: bool
+    utterance_end_ms: int | None
+    vad_events: bool
+    vad_threshold: float
+    interim_step_s: float
+    max_utterance_s: float
+    idle_timeout_s: float
+    final_options: DecodeOptions
+    interim_options: DecodeOptions
+
+
+def close_reason(text: str) -> str:
+    """WebSocket close reasons are limited to 123 bytes of UTF-8."""
+    data = text.encode()[:123]
+    return data.decode(errors="ignore")
+
+
+class Outbox:
+    """Serialises outgoing messages on one task, so sync code (VAD callbacks) can emit too."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self._ws = ws
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run())
+        self.broken = False
+
+    def put(self, message: dict[str, Any]) -> None:
+        if message.get("type") not in live.KNOWN_TYPES:  # never put an unknown type on the wire
+            raise ValueError(f"refusing to send message type {message.get('type')!r}")
+        self._queue.put_nowait(message)
+
+    async def _run(self) -> None:
+        while True:
+            message = await self._queue.get()
+            if message is None:
+                return
+            if self.broken:
+                continue
+            try:
+                await self._ws.send_text(json.dumps(message))
+            except Exception:  # the client went away; keep draining so callers never block
+                self.broken = True
+
+    async def drain(self) -> None:
+        """Send everything queued so far, then stop."""
+        self._queue.put_nowait(None)
+        await self._task
+
+
+class Session:
+    def __init__(self, ws: WebSocket, engine: Engine, spec: StreamSpec) -> None:
+        self.ws = ws
+        self.engine = engine
+        self.spec = spec
+        self.outbox = Outbox(ws)
+        self.channels: list[Channel] = []
+        self.audio_channels = 0
+        self.samples = 0  # 16 kHz samples received per channel
+        self._sha = hashlib.sha256()
+        self._bytes = 0
+        self._wall: list[tuple[int, float]] = []  # (samples received, wall time) checkpoints
+        self._wall_samples: list[int] = []
+        self._stop = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._error: AudioError | None = None
+        self._keyterms: list[str] = []
+        self.decoder = make_decoder(spec.raw, self._on_audio, self._on_audio_error)
+        self.started = time.monotonic()
+
+    # --- measurements ------------------------------------------------------------------------
+    @property
+    def lag_s(self) -> float:
+        """Seconds of received audio not yet decoded (worst channel): how far behind we are."""
+        return max((c.lag_s for c in self.channels), default=0.0)
+
+    def _wall_at(self, sample: int) -> float:
+        """Wall time at which the audio up to `sample` had arrived."""
+        index = bisect.bisect_left(self._wall_samples, sample)
+        if index >= len(self._wall):
+            return time.monotonic()
+        return self._wall[index][1]
+
+    # --- audio -------------------------------------------------------------------------------
+    def _on_audio(self, samples: np.ndarray) -> None:
+        if self._stop.is_set() and self._finished.is_set():
+            return
+        if not self.channels:
+            self._open_channels(samples.shape[0])
+        if not self.spec.multichannel:
+            samples = samples.mean(axis=0, keepdims=True) if samples.shape[0] > 1 else samples
+        self.samples += samples.shape[1]
+        now = time.monotonic()
+        self._wall.append((self.samples, now))
+        self._wall_samples.append(self.samples)
+        if len(self._wall) > 20000:  # ~10 min of 32 ms chunks; older ones are long decoded
+            del self._wall[:10000], self._wall_samples[:10000]
+        for channel, track in zip(self.channels, samples, strict=False):
+            channel.feed(np.ascontiguousarray(track, np.float32))
+
+    def _open_channels(self, count: int) -> None:
+        self.audio_channels = count
+        total = count if self.spec.multichannel else 1
+        for index in range(total):
+            config = ChannelConfig(
+                index=index,
+                count=total,
+                model=self.spec.model,
+                model_info=self.spec.model_info,
+                request_id=self.spec.request_id,
+                interim_results=self.spec.interim_results,
+                punctuate=self.spec.punctuate,
+                endpoint_ms=self.spec.endpoint_ms,
+                speech_final=self.spec.speech_final,
+                utterance_end_ms=self.spec.utterance_end_ms,
+                vad_events=self.spec.vad_events,
+                vad_threshold=self.spec.vad_threshold,
+                interim_step_s=self.spec.interim_step_s,
+                max_utterance_s=self.spec.max_utterance_s,
+                final_options=self.spec.final_options,
+                interim_options=self.spec.interim_options,
+            )
+            self.channels.append(Channel(config, self.engine, self.outbox.put, self._wall_at))
+
+    def _on_audio_error(self, error: AudioError) -> None:
+        self._error = error
+        self._stop.set()
+
+    def _feed(self, data: bytes) -> None:
+        self._sha.update(data)
+        self._bytes += len(data)
+        self.decoder.feed(data)
+
+    # --- controls ----------------------------------------------------------------------------
+    async def _control(self, text: str) -> bool:
+        """Handle a text frame; True when the stream should end (CloseStream)."""
+        try:
+            message = json.loads(text)
+            kind = message.get("type") if isinstance(message, dict) else None
+        except ValueError:
+            kind = None
+        if kind == "KeepAlive":
+            return False
+        if kind == "CloseStream":
+            return True
+        if kind == "Finalize":
+            await self.decoder.settle()
+            for channel in self.channels:
+                channel.flush(from_finalize=True)
+            return False
+        if kind == "Configure":
+            self._configure(message)
+            return False
+        self.outbox.put(
+            live.error(
+                "Failed to parse the text message: expected JSON with a 'type' of KeepAlive, "
+                "Finalize, CloseStream or Configure",
+                text[:2048],
+            )
+        )
+        return False
+
+    def _configure(self, message: dict[str, Any]) -> None:
+        keyterms = message.get("keyterms")
+        if not isinstance(keyterms, list) or not all(isinstance(k, str) for k in keyterms):
+            self.outbox.put(
+                live.configure_failure(
+                    self.spec.request_id,
+                    "CONFIGURE_INTERNAL_ERROR",
+                    "Configure accepts 'keyterms' as a list of strings",
+                )
+            )
+            return
+        hotwords = " ".join(k.strip() for k in keyterms if k.strip()) or None
+        for channel in self.channels:
+            channel.cfg.final_options = replace(channel.cfg.final_options, hotwords=hotwords)
+            channel.cfg.interim_options = replace(channel.cfg.interim_options, hotwords=hotwords)
+        self.spec = replace(
+            self.spec,
+            final_options=replace(self.spec.final_options, hotwords=hotwords),
+            interim_options=replace(self.spec.interim_options, hotwords=hotwords),
+        )
+        self.outbox.put(live.configure_success(self.spec.request_id, keyterms))
+
+    # --- the connection loop -----------------------------------------------------------------
+    async def run(self) -> None:
+        """Serve the stream until it ends; always leaves the socket closed."""
+        metrics.ACTIVE_STREAMS.inc()
+        stop_wait = asyncio.create_task(self._stop.wait())
+        try:
+            outcome = await self._receive_loop(stop_wait)
+            if outcome == "disconnect":
+                return
+            if outcome == "idle":
+                await self._end(CLOSE_TIMEOUT, NET_0001, metadata=False)
+            else:
+                await self._end(CLOSE_NORMAL, "", metadata=True)
+        finally:
+            stop_wait.cancel()
+            await self._cleanup()
+            metrics.ACTIVE_STREAMS.dec()
+            metrics.AUDIO_SECONDS.labels("stream").inc(self.samples / SAMPLE_RATE)
+            self._finished.set()
+
+    async def _receive_loop(self, stop_wait: asyncio.Task) -> str:
+        while True:
+            receive = asyncio.create_task(self.ws.receive())
+            done, _ = await asyncio.wait(
+                {receive, stop_wait},
+                timeout=self.spec.idle_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if receive not in done:
+                receive.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await receive
+                return "stop" if stop_wait in done else "idle"
+            message = receive.result()
+            if message["type"] == "websocket.disconnect":
+                return "disconnect"
+            data = message.get("bytes")
+            if data is not None:
+                if len(data) == 0:
+                    return "close"  # the legacy close signal
+                self._feed(data)
+                continue
+            text = message.get("text")
+            if text is not None and await self._control(text):
+                return "close"
+
+    async def _end(self, code: int, reason: str, *, metadata: bool) -> None:
+        """Flush finals, then (optionally) Metadata, then the close frame."""
+        if self._error is None:
+            await self.decoder.finish()
+        if self._error is not None:
+            code, reason = CLOSE_DATA, f"{DATA_0000}: {self._error}"
+            metadata = False
+            self.outbox.put(live.error(str(self._error), variant="DATA-0000"))
+        pending = [channel.flush(from_finalize=False) for channel in self.channels]
+        if pending:
+            await asyncio.wait(pending, timeout=self.engine.settings.shutdown_deadline_s)
+        if metadata:
+            self.outbox.put(
+                live.metadata(
+                    request_id=self.spec.request_id,
+                    sha256=self._sha.hexdigest(),
+                    duration=self.samples / SAMPLE_RATE,
+                    channels=self.audio_channels,
+                    model=self.spec.model_info,
+                )
+            )
+        await self.outbox.drain()
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await self.ws.close(code, close_reason(reason))
+
+    async def _cleanup(self) -> None:
+        self.decoder.close()
+        for channel in self.channels:
+            await channel.close()
+        if not self.outbox._task.done():
+            self.outbox._task.cancel()
+
+    async def shutdown(self) -> None:
+        """Server shutdown: flush final Results, send Metadata, close 1000 (as CloseStream)."""
+        self._stop.set()
+        await self._finished.wait()

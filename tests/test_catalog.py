@@ -1,0 +1,113 @@
+"""The model catalog: the split `base` weights are joined once and checked, client model names
+resolve through aliases (never to a path), and operator models that cannot load say why."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+
+from server.engine.catalog import Catalog, ModelUnavailable
+from server.settings import Settings
+
+SERVED = {"tiny.en", "base"}
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return Catalog.load(Settings().models_dir)
+
+
+def test_base_is_joined_once_verified_and_never_rewritten(catalog, tmp_path):
+    if not catalog.installed("base"):
+        pytest.skip("the base extra is not installed")
+    store = Catalog(catalog.entries, catalog.aliases, catalog.default, tmp_path)
+    first = store.materialize("base")
+    target = tmp_path / "store" / "base" / "model.bin"
+    assert first == str(target.parent)
+    assert target.stat().st_size == catalog.entries["base"]["size"]
+    assert (target.parent / ".verified").read_text().strip() == catalog.entries["base"]["sha256"]
+    for name in catalog.entries["base"]["files"]["names"]:
+        assert (target.parent / name).is_file()
+    before = target.stat()
+    assert store.materialize("base") == first
+    after = target.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (
+        before.st_ino,
+        before.st_mtime_ns,
+        before.st_size,
+    )
+    assert not list(target.parent.glob("*.part"))
+
+
+def test_join_with_wrong_checksum_is_refused_and_cleaned_up(catalog, tmp_path):
+    if not catalog.installed("base"):
+        pytest.skip("the base extra is not installed")
+    entries = copy.deepcopy(catalog.entries)
+    entries["base"]["sha256"] = "0" * 64
+    store = Catalog(entries, catalog.aliases, catalog.default, tmp_path)
+    with pytest.raises(ModelUnavailable, match="do not match the catalog"):
+        store.materialize("base")
+    directory = tmp_path / "store" / "base"
+    assert not (directory / "model.bin").exists()
+    assert not list(directory.glob("*.part"))
+
+
+@pytest.mark.parametrize(
+    "requested,expected",
+    [
+        ("nova-3", "tiny.en"),
+        ("nova-2", "tiny.en"),
+        ("nova-2-general", "tiny.en"),
+        ("Nova-3", "tiny.en"),
+        ("enhanced", "tiny.en"),
+        ("general", "tiny.en"),
+        ("whisper-medium", "tiny.en"),
+        ("", "tiny.en"),
+        (None, "tiny.en"),
+        ("base", "base"),
+        ("whisper-base", "base"),
+        ("tiny.en", "tiny.en"),
+    ],
+)
+def test_deepgram_names_resolve_without_warning(catalog, requested, expected):
+    resolution = catalog.resolve(requested, SERVED, "tiny.en")
+    assert (resolution.name, resolution.warning) == (expected, None)
+
+
+@pytest.mark.parametrize(
+    "requested", ["/etc", "../../x", "/etc/passwd", "~/.ssh", "some/repo", "C:\\x", "nova-99"]
+)
+def test_unknown_names_and_paths_fall_back_to_the_default(catalog, requested):
+    resolution = catalog.resolve(requested, SERVED, "tiny.en")
+    assert resolution.name == "tiny.en"
+    assert resolution.warning and requested in resolution.warning
+
+
+def test_alias_to_a_model_not_installed_warns(catalog):
+    entries = copy.deepcopy(catalog.entries)
+    for part in entries["base"]["parts"]:
+        part["package"] = "no_such_package_for_openlisten"
+    store = Catalog(entries, catalog.aliases, catalog.default, catalog.store_dir)
+    resolution = store.resolve("whisper-base", {"tiny.en"}, "tiny.en")
+    assert resolution.name == "tiny.en" and "not available" in resolution.warning
+
+
+def test_operator_paths_and_repos_fail_with_a_clear_message(catalog, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    store = Catalog(catalog.entries, catalog.aliases, catalog.default, tmp_path)
+    with pytest.raises(ModelUnavailable, match="no such directory"):
+        store.materialize(store.add_operator_model(str(tmp_path / "missing")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelUnavailable, match="no model.bin"):
+        store.materialize(store.add_operator_model(str(tmp_path / "empty")))
+    with pytest.raises(ModelUnavailable, match="Hugging Face Hub"):
+        store.materialize(store.add_operator_model("some-org/no-such-whisper-repo"))
+
+
+def test_operator_directory_is_served_as_is(catalog, tmp_path):
+    tiny = catalog.materialize("tiny.en")
+    store = Catalog(catalog.entries, catalog.aliases, catalog.default, tmp_path)
+    name = store.add_operator_model(tiny)
+    assert store.materialize(name) == os.path.realpath(tiny)

@@ -1,0 +1,103 @@
+"""`openlisten transcribe` runs the API's own path offline: same JSON, text renderings, and a
+clean error (no stack trace) when a model cannot be had."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from tests import corpus
+
+CLIP = "en_jfk_inaugural_1961.flac"
+
+
+def openlisten(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def clip() -> corpus.Clip:
+    if not corpus.clips():
+        pytest.skip(corpus.MISSING)
+    return corpus.by_name(CLIP)
+
+
+def test_transcribe_json_equals_the_api(server, clip):
+    run = openlisten("transcribe", "--format", "json", str(clip.path))
+    assert run.returncode == 0, run.stderr
+    offline = json.loads(run.stdout)
+    api = httpx.post(
+        f"{server.url}/v1/listen",
+        params={"punctuate": "true", "smart_format": "true", "utterances": "true"},
+        content=clip.path.read_bytes(),
+        timeout=120,
+    ).json()
+    for key in ["sha256", "duration", "channels", "models", "model_info"]:
+        assert offline["metadata"][key] == api["metadata"][key], key
+    off_alt = offline["results"]["channels"][0]["alternatives"][0]
+    api_alt = api["results"]["channels"][0]["alternatives"][0]
+    assert off_alt["transcript"] == api_alt["transcript"]
+    assert off_alt["words"] == api_alt["words"]
+    assert off_alt["paragraphs"] == api_alt["paragraphs"]
+    assert [u["transcript"] for u in offline["results"]["utterances"]] == [
+        u["transcript"] for u in api["results"]["utterances"]
+    ]
+    assert corpus.wer([clip.reference], [off_alt["transcript"]]) < 15
+
+
+@pytest.mark.parametrize("fmt", ["txt", "srt", "vtt"])
+def test_transcribe_text_formats_to_a_directory(clip, tmp_path, fmt):
+    timit = corpus.by_name("en_timit_LDC93S1.wav")
+    run = openlisten(
+        "transcribe", "--format", fmt, "--output", str(tmp_path), str(clip.path), str(timit.path)
+    )
+    assert run.returncode == 0, run.stderr
+    assert "2/2" in run.stderr  # the progress bar ran to the end
+    jfk_text = (tmp_path / f"{clip.path.stem}.{fmt}").read_text()
+    timit_text = (tmp_path / f"{timit.path.stem}.{fmt}").read_text()
+    assert corpus.wer([clip.reference], [jfk_text if fmt == "txt" else _cue_text(jfk_text)]) < 15
+    assert corpus.wer([timit.reference], [timit_text if fmt == "txt" else _cue_text(timit_text)]) < 30
+    if fmt == "srt":
+        assert jfk_text.startswith("1\n00:00:0") and " --> " in jfk_text
+    if fmt == "vtt":
+        assert jfk_text.startswith("WEBVTT\n\n00:00:0") and "." in jfk_text.split(" --> ")[0]
+
+
+def _cue_text(text: str) -> str:
+    return " ".join(
+        line
+        for line in text.splitlines()
+        if line and "-->" not in line and not line.isdigit() and line != "WEBVTT"
+    )
+
+
+@pytest.mark.parametrize(
+    "model,says",
+    [("some-org/no-such-whisper-repo", "Hugging Face Hub"), ("/no/such/dir", "no such directory")],
+)
+def test_unavailable_model_fails_cleanly(clip, model, says):
+    run = openlisten("transcribe", "--model", model, str(clip.path), env={"HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 2
+    assert says in run.stderr and "Traceback" not in run.stderr
+
+
+def test_missing_file_fails_cleanly(tmp_path):
+    run = openlisten("transcribe", str(tmp_path / "nope.wav"))
+    assert run.returncode == 2 and "no such file" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_serve_help_lists_the_options():
+    run = openlisten("serve", "--help")
+    for option in ["--host", "--port", "--model", "--device", "--compute-type", "--api-key"]:
+        assert option in run.stdout
