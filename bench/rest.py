@@ -6,7 +6,7 @@ processes hits both alike. The direct side is faster-whisper's `BatchedInference
 (`vad_filter=True, word_timestamps=True`), the pipeline whose VAD windowing the server follows;
 its time includes decoding the file, as the API's does. Target: API / direct ≤ 1.10.
 
-    .venv/bin/python bench/rest.py [--runs 3] [--threads 2] [--model tiny.en]
+    .venv/bin/python bench/rest.py [--runs 3] [--threads 2] [--workers 1] [--model tiny.en]
 """
 
 from __future__ import annotations
@@ -68,6 +68,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="timed runs per side (median kept)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server inference workers (1 = like for like with the one direct model; 0 = auto)",
+    )
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--file", default=LONG, help="corpus file name")
     args = parser.parse_args()
@@ -100,6 +106,8 @@ def main() -> int:
             "cpu",
             "--cpu-threads",
             str(args.threads),
+            "--workers",
+            str(args.workers),
             "--log-level",
             "warning",
         )
@@ -125,7 +133,10 @@ def main() -> int:
         finally:
             server.stop()
 
-    api_s, direct_s = statistics.median(api_times), statistics.median(direct_times)
+    # Other processes share the CPU, so single runs are noisy: the table shows the best run of
+    # each side (the least disturbed), and the verdict uses the median of per-pair ratios.
+    api_s, direct_s = min(api_times), min(direct_times)
+    paired = statistics.median(a / d for a, d in zip(api_times, direct_times, strict=True))
     duration = clip.duration
     rows = [
         ("API  POST /v1/listen", api_s, corpus.wer([clip.reference], [api_text])),
@@ -133,8 +144,9 @@ def main() -> int:
     ]
     print(
         f"\n{clip.path.name}: {duration:.1f} s audio, model {args.model}, "
-        f"{settings.resolved_compute_type}, {args.threads} threads, beam {settings.beam_size}, "
-        f"batch {settings.batch_size}, median of {args.runs} runs"
+        f"{settings.resolved_compute_type}, {args.threads} threads/model, server workers "
+        f"{args.workers or 'auto'}, beam {settings.beam_size}, "
+        f"batch {settings.batch_size}, best of {args.runs} alternating runs"
     )
     print(f"| {'path':<22} | {'time s':>7} | {'RTF':>6} | {'x real time':>11} | {'WER %':>6} |")
     print(f"|{'-' * 24}|{'-' * 9}|{'-' * 8}|{'-' * 13}|{'-' * 8}|")
@@ -143,9 +155,11 @@ def main() -> int:
             f"| {name:<22} | {seconds:7.2f} | {seconds / duration:6.3f} | "
             f"{duration / seconds:11.1f} | {wer:6.2f} |"
         )
-    ratio = api_s / direct_s
-    verdict = "meets" if ratio <= 1.10 else "misses"
-    print(f"\nAPI / direct = {ratio:.3f} ({verdict} the ≤ 1.10 target)")
+    verdict = "meets" if paired <= 1.10 else "misses"
+    print(
+        f"\nAPI / direct: best runs {api_s / direct_s:.3f}, median of paired runs {paired:.3f} "
+        f"({verdict} the ≤ 1.10 target)"
+    )
     return 0
 
 

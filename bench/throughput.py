@@ -59,12 +59,59 @@ async def clients(url: str, bodies: list[tuple[bytes, float]], count: int, each:
         return audio / (time.perf_counter() - started)
 
 
-def measure(server: Server, bodies: list[tuple[bytes, float]], count: int, each: int) -> float:
-    return asyncio.run(clients(server.url, bodies, count, each))
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    server: Server, bodies: list[tuple[bytes, float]], count: int, each: int
+) -> tuple[float, float]:
+    """(audio s per wall s, server CPU s per audio s): the second shrugs off other load."""
+    audio = sum(bodies[(i * each + k) % len(bodies)][1] for i in range(count) for k in range(each))
+    before = cpu_seconds(server.process.pid)
+    rate = asyncio.run(clients(server.url, bodies, count, each))
+    return rate, (cpu_seconds(server.process.pid) - before) / audio
+
+
+def peer_long_file(model_name: str, path: Path, threads: int) -> float:
+    """faster-whisper's own `WhisperModel.transcribe` on the long file, as peers serve a
+    request (VAD on, word timestamps, beam 5, all cores): audio s per wall s."""
+    from faster_whisper import WhisperModel
+    from faster_whisper.audio import decode_audio
+
+    from server.engine.catalog import Catalog
+    from server.settings import Settings
+
+    settings = Settings(model=model_name)
+    global _PEER
+    if _PEER is None:
+        source = Catalog.load(settings.models_dir).materialize(model_name)
+        _PEER = WhisperModel(source, device="cpu", compute_type="int8", cpu_threads=threads)
+    started = time.perf_counter()
+    audio = decode_audio(str(path))
+    segments, _ = _PEER.transcribe(
+        audio,
+        language="en",
+        beam_size=settings.beam_size,
+        vad_filter=True,
+        vad_parameters={
+            "threshold": settings.vad_threshold,
+            "min_silence_duration_ms": settings.vad_min_silence_ms,
+            "speech_pad_ms": settings.vad_speech_pad_ms,
+        },
+        word_timestamps=True,
+    )
+    list(segments)
+    return (len(audio) / 16000) / (time.perf_counter() - started)
+
+
+_PEER = None
 
 
 def cell(values: list[float]) -> str:
-    return f"{statistics.median(values):7.2f} ({min(values):.2f}–{max(values):.2f})"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f})"
 
 
 def admission_check(flags: list[str], burst: int) -> tuple[float, float]:
@@ -108,6 +155,7 @@ def main() -> int:
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--batched-args", default="", help="extra flags for the batched server")
     parser.add_argument("--skip-admission", action="store_true")
+    parser.add_argument("--skip-peer", action="store_true", help="no faster-whisper baseline")
     args = parser.parse_args()
     if not corpus.clips():
         print(corpus.MISSING)
@@ -128,7 +176,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="throughput-"))
     batched = start_server(tmp, *batched_flags)
     sequential = start_server(tmp, *sequential_flags)
-    rows: list[tuple[str, list[float], list[float]]] = []
+    rows: list[tuple[str, list[tuple[float, float]], list[tuple[float, float]]]] = []
+    peer: list[float] = []
     try:
         for server in (batched, sequential):  # warm both: first requests pay lazy allocations
             measure(server, bodies, 2, 1)
@@ -143,8 +192,10 @@ def main() -> int:
         for _ in range(args.runs):
             b_runs.append(measure(batched, long_body, 1, 1))
             s_runs.append(measure(sequential, long_body, 1, 1))
+            if not args.skip_peer:
+                peer.append(peer_long_file(args.model, long_clip.path, cores))
         rows.append((f"long file {long_clip.duration:.0f} s", b_runs, s_runs))
-        print(f"  {rows[-1][0]}: batched {b_runs} sequential {s_runs}", flush=True)
+        print(f"  {rows[-1][0]}: batched {b_runs} sequential {s_runs} peer {peer}", flush=True)
     finally:
         batched.stop()
         sequential.stop()
@@ -153,10 +204,21 @@ def main() -> int:
     print(f"model {args.model}, {cores} CPU cores, median (min–max) of {args.runs} runs")
     print(f"batched:    {' '.join(batched_flags)}")
     print(f"sequential: {' '.join(sequential_flags)}")
-    print(f"{'workload':<18} {'batched audio s/s':>24} {'sequential audio s/s':>24} {'ratio':>18}")
+    print("speed = audio s per wall s; CPU ratio = sequential server CPU s / batched, per audio s")
+    header = ["workload", "batched speed", "sequential speed", "speed ratio", "CPU ratio"]
+    print(f"{header[0]:<18}" + "".join(f"{h:>22}" for h in header[1:]))
     for name, b_runs, s_runs in rows:
-        ratios = [b / s for b, s in zip(b_runs, s_runs, strict=True)]
-        print(f"{name:<18} {cell(b_runs):>24} {cell(s_runs):>24} {cell(ratios):>18}")
+        ratios = [b[0] / s[0] for b, s in zip(b_runs, s_runs, strict=True)]
+        cpu = [s[1] / b[1] for b, s in zip(b_runs, s_runs, strict=True)]
+        cells = [cell([b[0] for b in b_runs]), cell([s[0] for s in s_runs]), cell(ratios)]
+        print(f"{name:<18}" + "".join(f"{c:>22}" for c in [*cells, cell(cpu)]))
+    if peer:
+        long_b = [b[0] for b in rows[-1][1]]
+        print(
+            f"long file vs faster-whisper WhisperModel.transcribe in-process (peer baseline): "
+            f"{cell(peer).strip()} audio s/s, ratio "
+            f"{cell([b / p for b, p in zip(long_b, peer, strict=True)]).strip()}"
+        )
 
     if not args.skip_admission:
         predicted, actual = admission_check(batched_flags, burst=16)

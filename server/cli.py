@@ -50,10 +50,8 @@ async def _transcribe_files(args: argparse.Namespace, settings: Settings) -> int
 
     from server.api.errors import ApiError, new_request_id
     from server.api.params import parse
-    from server.engine import Engine
+    from server.engine import Engine, ModelUnavailable
     from server.service import transcribe_source
-
-    from server.engine import ModelUnavailable
 
     missing = [path for path in args.files if not Path(path).is_file()]
     if missing:

@@ -90,6 +90,8 @@ async def transcribe(
     """Transcribe every channel (or the mono mix); appends (parameter, message) warnings."""
     warnings = warnings if warnings is not None else []
     loaded = await engine.model(request.model)
+    # Refuse before spending CPU on VAD when even one more window would not be admitted.
+    engine.scheduler.check_admission(1, request.model)
     tracks = list(audio.samples) if request.multichannel else [audio.mono()]
     options_vad = vad_options(engine)
     plans: list[SpeechPlan] = await asyncio.gather(

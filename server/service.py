@@ -56,7 +56,8 @@ async def transcribe_source(
         params.warn(
             "audio",
             f"the audio ends early: its header declares {audio.declared_duration:.2f} s but only "
-            f"{audio.duration:.2f} s could be decoded (truncated upload?); transcribed what arrived",
+            f"{audio.duration:.2f} s could be decoded (truncated upload?); "
+            "transcribed what arrived",
             "truncated_audio",
         )
     request = TranscribeRequest(

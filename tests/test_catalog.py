@@ -100,7 +100,7 @@ def test_operator_paths_and_repos_fail_with_a_clear_message(catalog, tmp_path, m
     with pytest.raises(ModelUnavailable, match="no such directory"):
         store.materialize(store.add_operator_model(str(tmp_path / "missing")))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelUnavailable, match="no model.bin"):
+    with pytest.raises(ModelUnavailable, match=r"no model\.bin"):
         store.materialize(store.add_operator_model(str(tmp_path / "empty")))
     with pytest.raises(ModelUnavailable, match="Hugging Face Hub"):
         store.materialize(store.add_operator_model("some-org/no-such-whisper-repo"))

@@ -67,7 +67,9 @@ def test_transcribe_text_formats_to_a_directory(clip, tmp_path, fmt):
     jfk_text = (tmp_path / f"{clip.path.stem}.{fmt}").read_text()
     timit_text = (tmp_path / f"{timit.path.stem}.{fmt}").read_text()
     assert corpus.wer([clip.reference], [jfk_text if fmt == "txt" else _cue_text(jfk_text)]) < 15
-    assert corpus.wer([timit.reference], [timit_text if fmt == "txt" else _cue_text(timit_text)]) < 30
+    assert (
+        corpus.wer([timit.reference], [timit_text if fmt == "txt" else _cue_text(timit_text)]) < 30
+    )
     if fmt == "srt":
         assert jfk_text.startswith("1\n00:00:0") and " --> " in jfk_text
     if fmt == "vtt":

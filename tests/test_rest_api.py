@@ -109,9 +109,9 @@ def test_utterances_words_and_timing(server):
     words = body["results"]["channels"][0]["alternatives"][0]["words"]
     assert sum(len(u["words"]) for u in utterances) == len(words)
     # a huge utt_split keeps everything in one utterance
-    one = ok_body(
-        listen(server, clip.path.read_bytes(), utterances="true", utt_split="1000")
-    )["results"]["utterances"]
+    one = ok_body(listen(server, clip.path.read_bytes(), utterances="true", utt_split="1000"))[
+        "results"
+    ]["utterances"]
     assert len(one) == 1
 
 
@@ -148,7 +148,9 @@ def test_deepgram_model_names_map_to_the_default(server, name):
     assert not [w for w in body["metadata"].get("warnings", []) if w["parameter"] == "model"]
 
 
-@pytest.mark.parametrize("name", ["/etc", "../../x", "/etc/passwd", "~", "Systran/faster-whisper-x"])
+@pytest.mark.parametrize(
+    "name", ["/etc", "../../x", "/etc/passwd", "~", "Systran/faster-whisper-x"]
+)
 def test_unknown_models_fall_back_with_a_warning(server, name):
     clip = corpus.by_name(TIMIT)
     body = ok_body(listen(server, clip.path.read_bytes(), model=name))
@@ -225,7 +227,9 @@ def test_raw_g711(server, law):
     assert corpus.wer([clip.reference], [transcript(body)]) < 35
 
 
-@pytest.mark.parametrize("encoding,fmt", [("flac", "flac"), ("opus", "ogg-opus"), ("ogg-opus", "ogg-opus")])
+@pytest.mark.parametrize(
+    "encoding,fmt", [("flac", "flac"), ("opus", "ogg-opus"), ("ogg-opus", "ogg-opus")]
+)
 def test_container_encodings_declared(server, encoding, fmt):
     clip = corpus.by_name(TIMIT)
     body = ok_body(listen(server, encode(clip.path, fmt), encoding=encoding, sample_rate="16000"))
@@ -338,7 +342,9 @@ def test_language_without_spaces_is_not_spaced_out(server):
     clip = corpus.by_name("ja_picovoice_leopard_test_ja.wav")
     body = ok_body(listen(server, clip.path.read_bytes(), model="base", language="ja"))
     text = transcript(body)
-    assert text and not re.search(r"[\u3040-\u30ff\u4e00-\u9fff] [\u3040-\u30ff\u4e00-\u9fff]", text)
+    assert text and not re.search(
+        r"[\u3040-\u30ff\u4e00-\u9fff] [\u3040-\u30ff\u4e00-\u9fff]", text
+    )
 
 
 def test_auth_token_and_bearer_any_case(server_factory):

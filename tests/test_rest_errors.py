@@ -10,6 +10,7 @@ import io
 import time
 import wave
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -42,7 +43,8 @@ def limited(server_factory):
             "OPENLISTEN_MAX_DURATION_S": "100",
             "OPENLISTEN_URL_MAX_BYTES": str(URL_MAX),
             "OPENLISTEN_URL_TIMEOUT_S": "2",
-            "OPENLISTEN_QUEUE_MAX": "2",
+            "OPENLISTEN_QUEUE_MAX": "1",
+            "OPENLISTEN_BATCH_SIZE": "1",  # windows leave the queue one by one
         }
     )
 
@@ -277,12 +279,6 @@ CASES = [
         ),
         "INVALID_AUTH",
     ),
-    Case(
-        "more windows than the queue holds",
-        503,
-        post(content=lambda t: encode_long(t, 95, "ogg-opus")),
-        "TOO_MANY_REQUESTS",
-    ),
 ]
 
 
@@ -305,6 +301,30 @@ def test_bad_input(limited, host, tmp_path, case: Case):
     if case.status == 503:
         assert int(response.headers["Retry-After"]) >= 1
     assert limited.process.poll() is None, "the server must survive every bad input"
+
+
+def test_queue_full_answers_503_with_retry_after(limited, tmp_path):
+    """An idle queue admits any one request; a second one arriving while the first's windows
+    still wait (queue_max=1, batch_size=1) is refused at once with Retry-After."""
+    long_audio = encode_long(tmp_path, 95)
+    short = corpus.by_name("en_timit_LDC93S1.wav").path.read_bytes()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(
+            httpx.post, f"{limited.url}/v1/listen", content=long_audio, headers=AUTH, timeout=300
+        )
+        refused = None
+        while not first.done() and refused is None:
+            response = httpx.post(
+                f"{limited.url}/v1/listen", content=short, headers=AUTH, timeout=60
+            )
+            if response.status_code == 503:
+                refused = response
+            time.sleep(0.1)
+        assert first.result().status_code == 200
+    assert refused is not None, "no request was refused while the queue was full"
+    body = assert_deepgram_error(refused, 503)
+    assert body["err_code"] == "TOO_MANY_REQUESTS"
+    assert int(refused.headers["Retry-After"]) >= 1
 
 
 def test_truncated_audio_transcribes_what_arrived_and_warns(limited):

@@ -43,9 +43,7 @@ def client_for(url: str):
     ws = url.replace("http", "ws", 1)
     return DeepgramClient(
         api_key=KEY,
-        environment=DeepgramClientEnvironment(
-            base=url, production=ws, agent=ws, agent_rest=url
-        ),
+        environment=DeepgramClientEnvironment(base=url, production=ws, agent=ws, agent_rest=url),
     )
 
 
@@ -72,7 +70,9 @@ def test_python_sdk_transcribe_url_with_language_detection(keyed, audio_host):
     response = client.listen.v1.media.transcribe_url(
         url=f"{audio_host.url}/{URL_CLIP}", model="nova-3", smart_format=True
     )
-    assert corpus.wer([clip.reference], [response.results.channels[0].alternatives[0].transcript]) < 25
+    assert (
+        corpus.wer([clip.reference], [response.results.channels[0].alternatives[0].transcript]) < 25
+    )
 
     french = client.listen.v1.media.transcribe_url(
         url=f"{audio_host.url}/fr_picovoice_leopard_test_fr.wav", model="base", detect_language=True

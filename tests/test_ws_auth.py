@@ -23,7 +23,9 @@ KEY = "sekrit-key"
 @pytest.fixture(scope="module")
 def authed(server_factory):
     return server_factory(
-        "--api-key", KEY, env={"OPENLISTEN_WS_MAX_STREAMS": "2", "OPENLISTEN_WS_IDLE_TIMEOUT_S": "1.5"}
+        "--api-key",
+        KEY,
+        env={"OPENLISTEN_WS_MAX_STREAMS": "2", "OPENLISTEN_WS_IDLE_TIMEOUT_S": "1.5"},
     )
 
 
@@ -111,21 +113,23 @@ def test_stream_limit_refuses_with_503_retry_after(authed):
     url = f"{authed.ws_url}/v1/listen?{RAW16}"
 
     async def go():
-        async with websockets.connect(url, additional_headers=auth) as a:
-            async with websockets.connect(url, additional_headers=auth) as b:
-                await a.send(pcm16(np.zeros(1600, np.float32)))
-                await b.send(pcm16(np.zeros(1600, np.float32)))
-                try:
-                    async with websockets.connect(url, additional_headers=auth):
-                        raise AssertionError("a third stream was accepted")
-                except websockets.InvalidStatus as exc:
-                    refused = exc.response
-                await a.send(CLOSE)
-                await b.send(CLOSE)
-                async for _ in a:
-                    pass
-                async for _ in b:
-                    pass
+        async with (
+            websockets.connect(url, additional_headers=auth) as a,
+            websockets.connect(url, additional_headers=auth) as b,
+        ):
+            await a.send(pcm16(np.zeros(1600, np.float32)))
+            await b.send(pcm16(np.zeros(1600, np.float32)))
+            try:
+                async with websockets.connect(url, additional_headers=auth):
+                    raise AssertionError("a third stream was accepted")
+            except websockets.InvalidStatus as exc:
+                refused = exc.response
+            await a.send(CLOSE)
+            await b.send(CLOSE)
+            async for _ in a:
+                pass
+            async for _ in b:
+                pass
         return refused
 
     refused = asyncio.run(go())

@@ -4,6 +4,7 @@ and a long monologue committed piecewise. Every case checks the transcript, not 
 from __future__ import annotations
 
 import io
+import itertools
 
 import av
 import numpy as np
@@ -60,12 +61,21 @@ def arctic() -> tuple[np.ndarray, str]:
 
 
 CASES = {
-    "linear16@44100": lambda a: ("encoding=linear16&sample_rate=44100", _raw(a, "pcm_s16le", 44100)),
-    "linear32@16000": lambda a: ("encoding=linear32&sample_rate=16000", _raw(a, "pcm_s32le", 16000, "s32")),
+    "linear16@44100": lambda a: (
+        "encoding=linear16&sample_rate=44100",
+        _raw(a, "pcm_s16le", 44100),
+    ),
+    "linear32@16000": lambda a: (
+        "encoding=linear32&sample_rate=16000",
+        _raw(a, "pcm_s32le", 16000, "s32"),
+    ),
     "alaw@8000": lambda a: ("encoding=alaw&sample_rate=8000", _raw(a, "pcm_alaw", 8000)),
     "webm-opus (browser)": lambda a: ("", webm_opus(a)),
     "ogg-opus": lambda a: ("", _encode(a, "ogg", "libopus", 48000, "s16")),
-    "ogg-opus encoding=opus": lambda a: ("encoding=opus", _encode(a, "ogg", "libopus", 48000, "s16")),
+    "ogg-opus encoding=opus": lambda a: (
+        "encoding=opus",
+        _encode(a, "ogg", "libopus", 48000, "s16"),
+    ),
     "mp3 (radio)": lambda a: ("", _encode(a, "mp3", "libmp3lame", 44100, "s16p")),
     "flac": lambda a: ("encoding=flac", _encode(a, "flac", "flac", 16000, "s16")),
     "wav with header": lambda a: ("", _encode(a, "wav", "pcm_s16le", 22050, "s16")),
@@ -144,7 +154,7 @@ def test_long_monologue_commits_piecewise(server_factory):
     assert max(m["duration"] for m in finals) <= 30
     words = result.final_words()
     assert [w["start"] for w in words] == sorted(w["start"] for w in words)
-    for before, after in zip(finals, finals[1:], strict=False):
+    for before, after in itertools.pairwise(finals):
         assert after["start"] == pytest.approx(before["start"] + before["duration"], abs=0.002)
     # The last reference clip may be cut at `seconds`; score on what overlaps.
     assert corpus.wer([reference], [result.final_text()]) <= 20, result.final_text()

@@ -6,6 +6,7 @@ Real server, real tiny.en, real corpus audio; assertions are on content, not jus
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 
 import numpy as np
@@ -82,12 +83,12 @@ def test_results_then_metadata_then_close_1000(server, jfk):
     starts = [w["start"] for w in words]
     assert starts == sorted(starts)
     finals = result.finals
-    for before, after in zip(finals, finals[1:], strict=False):
+    for before, after in itertools.pairwise(finals):
         assert after["start"] >= before["start"] + before["duration"] - 1e-3
 
 
 def test_empty_binary_frame_closes_like_closestream(server, jfk):
-    frames = audio_frames(jfk[: 16000 * 4], close=False) + [b""]
+    frames = [*audio_frames(jfk[: 16000 * 4], close=False), b""]
     result = stream(f"{server.ws_url}/v1/listen?{RAW16}", frames)
     assert [m["type"] for m in result.messages][-1] == "Metadata"
     assert result.close_code == 1000
@@ -193,7 +194,10 @@ def test_interim_results_then_finals(server, jfk):
         else:
             assert message["start"] not in seen_final_starts
     assert any(m["speech_final"] for m in result.finals)
-    assert corpus.wer([corpus.by_name("en_jfk_inaugural_1961.flac").reference], [result.final_text()]) < 25
+    assert (
+        corpus.wer([corpus.by_name("en_jfk_inaugural_1961.flac").reference], [result.final_text()])
+        < 25
+    )
 
 
 def test_vad_events_and_utterance_end(server, jfk):

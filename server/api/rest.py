@@ -139,12 +139,15 @@ async def _callback(app: Any, payload: Payload, params: ListenParams, request_id
                 reply = await client.request(params.callback_method, params.callback, json=body)
                 if reply.is_success:
                     return
+                error = f"the callback answered {reply.status_code}"
             except httpx.HTTPError as exc:
-                log.warning(
-                    "callback failed",
-                    extra={"request_id": request_id, "error": str(exc), "attempt": attempt},
-                )
-            await asyncio.sleep(settings.callback_retry_delay_s)
+                error = str(exc) or type(exc).__name__
+            log.warning(
+                "callback failed",
+                extra={"request_id": request_id, "error": error, "attempt": attempt},
+            )
+            if attempt < settings.callback_retries:  # no pointless wait after the last try
+                await asyncio.sleep(settings.callback_retry_delay_s)
     log.error("callback gave up", extra={"request_id": request_id})
 
 

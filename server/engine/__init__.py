@@ -49,7 +49,7 @@ class Engine:
                 batch_size=settings.batch_size,
                 batch_window_s=settings.batch_window_ms / 1000,
                 # CTranslate2 keeps `workers` replicas per device: one scheduler thread each.
-                workers=settings.workers * (len(settings.device_index) if on_gpu else 1),
+                workers=settings.resolved_workers * (len(settings.device_index) if on_gpu else 1),
                 queue_max=settings.queue_max,
                 queue_max_wait_s=settings.queue_max_wait_s,
                 mix_bulk_into_stream=on_gpu,

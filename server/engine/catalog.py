@@ -186,7 +186,9 @@ class Catalog:
         try:
             return str(download_model(spec, cache_dir=str(cache)))
         except ValueError as exc:  # neither a known size nor a well-formed repo id
-            raise ModelUnavailable(f"model '{name}' is not a model name openlisten knows: {exc}") from exc
+            raise ModelUnavailable(
+                f"model '{name}' is not a model name openlisten knows: {exc}"
+            ) from exc
         except Exception as exc:  # offline, unknown repo, gated repo: hub errors vary by version
             raise ModelUnavailable(
                 f"model '{name}' is not in the local cache ({cache}) and could not be fetched "

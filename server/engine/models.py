@@ -55,7 +55,7 @@ class ModelPool:
             # Each of the `workers` replicas runs its own batches: split the cores between
             # them rather than oversubscribing (0 = share all cores out).
             threads = self._settings.cpu_threads or max(
-                1, (os.cpu_count() or 1) // self._settings.workers
+                1, (os.cpu_count() or 1) // self._settings.resolved_workers
             )
             log.info("loading model", extra={"model": name, "path": path})
             try:
@@ -65,7 +65,7 @@ class ModelPool:
                     device_index=self._settings.device_index,
                     compute_type=self._settings.resolved_compute_type,
                     cpu_threads=threads,
-                    num_workers=self._settings.workers,
+                    num_workers=self._settings.resolved_workers,
                     download_root=str(self._settings.models_dir / "hub"),
                 )
             except (OSError, RuntimeError, ValueError) as exc:

@@ -236,8 +236,9 @@ class Scheduler:
         deadline = now + budget
         out: list[list[Future]] = []
         with self._cond:
-            if admit:
-                self._check_locked(sum(len(w) for w, _ in groups), model)
+            total = sum(len(w) for w, _ in groups)
+            if admit and total:
+                self._check_locked(total, model)
             for windows, options in groups:
                 futures: list[Future] = []
                 for window in windows:
@@ -301,6 +302,18 @@ class Scheduler:
         per_window = self.cost_of(head.model)
         return now + (len(batch) + 1) * per_window <= head.deadline
 
+    def _limit(self, compatible: int) -> int:
+        """How many of `compatible` queued windows this worker takes: an even share per worker.
+
+        Each worker runs on its own share of the cores; one worker taking everything would
+        leave the others idle (or idle when they free up a moment later) while it grinds
+        through a big batch alone. With one worker (GPU) it takes a full batch.
+        """
+        workers = self._config.workers
+        if workers <= 1:
+            return self._config.batch_size
+        return max(1, min(self._config.batch_size, math.ceil(compatible / workers)))
+
     def _take_batch(self) -> list[_Item] | None:
         """Block until a batch is ready: the most urgent item plus compatible ones."""
         with self._cond:
@@ -316,8 +329,9 @@ class Scheduler:
             fill_by = time.monotonic() + self._config.batch_window_s
             while True:
                 same = sum(1 for item in self._queue if item.batch_key == key)
+                limit = self._limit(same)
                 remaining = fill_by - time.monotonic()
-                if same >= self._config.batch_size or remaining <= 0:
+                if same >= limit or remaining <= 0:
                     break
                 self._cond.wait(remaining)
                 self._expire_locked(time.monotonic())
@@ -329,7 +343,7 @@ class Scheduler:
             for item in self._queue:
                 if (
                     item.batch_key == key
-                    and len(batch) < self._config.batch_size
+                    and len(batch) < limit
                     and (not batch or self._fits(batch, item, now))
                 ):
                     batch.append(item)

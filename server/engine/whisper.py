@@ -95,32 +95,34 @@ def make_tokenizer(model: WhisperModel, options: DecodeOptions) -> Tokenizer:
 class _Encoded:
     """The encoder output of one batch, and a way to take any subset of its rows.
 
-    On the CPU (and on multi-GPU, where faster-whisper moves the output to the host) the rows
-    live in one numpy array: windows are encoded one at a time (bit-identical to a batched
-    encode and measured faster on CPU: batching buys the encoder nothing there) and any subset
-    for fallback or alignment is a cheap slice. On one GPU the output stays on the device as
-    one batched encode, and a subset is re-encoded (cheap there, and rare).
+    On the CPU the windows are encoded one at a time (bit-identical to a batched encode, and
+    measured faster there: batching buys the CPU encoder nothing) into one numpy array, so any
+    subset for fallback or alignment is a cheap slice. On GPUs the batch is encoded in one call
+    (where batching pays) and stays where faster-whisper puts it (on the device, or on the host
+    when several GPUs share the work, so any replica can read it); a subset is re-encoded, which
+    is cheap there and rare (temperature fallback, silent windows).
     """
 
     def __init__(self, model: WhisperModel, features: np.ndarray) -> None:
         self._model = model
         self._features = features
-        self.on_host = model.model.device == "cpu" or len(model.model.device_index) > 1
+        self.on_cpu = model.model.device == "cpu"
         self._array: np.ndarray | None = None
         self._view: ctranslate2.StorageView | None = None
-        if self.on_host:
+        if self.on_cpu:
             rows = [np.asarray(model.encode(features[i : i + 1])) for i in range(len(features))]
             self._array = np.ascontiguousarray(np.concatenate(rows))
         else:
             self._view = model.encode(features)
 
     def take(self, indices: list[int]) -> ctranslate2.StorageView:
-        """Encoder output for these rows, in this order (shares memory on the host)."""
+        """Encoder output for these rows, in this order."""
+        everyone = indices == list(range(len(self._features)))
         if self._array is not None:
-            rows = self._array if indices == list(range(len(self._array))) else self._array[indices]
+            rows = self._array if everyone else self._array[indices]
             # The view shares the buffer and holds a reference to it (CTranslate2's data owner).
             return ctranslate2.StorageView.from_array(np.ascontiguousarray(rows))
-        if indices == list(range(len(self._features))):
+        if everyone:
             assert self._view is not None
             return self._view
         return self._model.encode(self._features[indices])
@@ -242,7 +244,7 @@ def _add_words(
     text_tokens = [
         [t for seg in segmented[i] for t in seg["tokens"] if t < tokenizer.eot] for i in aligned
     ]
-    if encoded.on_host:
+    if encoded.on_cpu:
         # One item per align call: measured faster on CPU than a padded batch.
         alignments = [
             model.find_alignment(tokenizer, [tokens], encoded.take([i]), [sizes[i]])[0]

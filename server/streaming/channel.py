@@ -17,29 +17,41 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from server import metrics
 from server.deepgram import live
-from server.engine import DecodeOptions, Engine, ModelInfo, Overloaded, Priority, Segment, Word
+from server.engine import (
+    DeadlineExpired,
+    DecodeOptions,
+    Engine,
+    ModelInfo,
+    Overloaded,
+    Priority,
+    Segment,
+    Word,
+)
+from server.prerecorded import to_file_clock, vad_options
 from server.streaming import policy
 from server.streaming.policy import TimedWord
-from server.vad import FRAME, SAMPLE_RATE, StreamingVad
+from server.vad import FRAME, SAMPLE_RATE, StreamingVad, plan_speech
 
 log = logging.getLogger(__name__)
 
 NEG_THRESHOLD_GAP = 0.15  # Silero's usual hysteresis: leave speech below threshold - 0.15
 MIN_SPEECH_FRAMES = 6  # 192 ms of speech before an utterance counts (clicks never get there)
 PRE_ROLL_S = 0.3  # audio kept before the detected speech start (Silero reacts a little late)
+SPEECH_PAD_S = 0.2  # audio kept after the last speech frame in an endpointed utterance
 HARD_WINDOW_S = 28.0  # never hand Whisper more than its 30 s window
 # Already-final audio decoded again in front of each window. The encoder always reads a full
 # 30 s mel window, so this context costs almost nothing there, and it gives the decoder the
 # acoustic and linguistic lead-in that a phrase cut at a pause lacks (its words are dropped
 # again by the commit policy).
 LEFT_CONTEXT_S = 8.0
+QUIET_FRAMES = 3  # ~100 ms of silence inside an utterance: hold interim decodes
 
 
 @dataclass
@@ -74,6 +86,7 @@ class FinalJob:
     from_finalize: bool
     decode: bool = True  # False: only emit (an empty result for Finalize over silence)
     done: asyncio.Future | None = None
+    audio_end: int | None = None  # where the decoded audio stops (default: `end`)
 
 
 @dataclass
@@ -81,6 +94,7 @@ class _Utterance:
     first_speech: int  # sample index of the first speech frame
     audio_start: int  # sample index the decode window starts at (moves on piecewise commits)
     speech_frames: int = 0
+    speech_end: int = 0  # sample index just after the last speech frame
     silence_run: int = 0
     confirmed: bool = False
     probs: list[float] = field(default_factory=list)  # per frame, from `audio_start`'s frame
@@ -143,6 +157,7 @@ class Channel:
             if p >= off:
                 utt.silence_run = 0
                 utt.speech_frames += p >= on
+                utt.speech_end = frame_end
             else:
                 utt.silence_run += 1
             if not utt.confirmed and utt.speech_frames >= MIN_SPEECH_FRAMES:
@@ -172,6 +187,10 @@ class Channel:
         self._utt = None
         self._gen += 1
         job = FinalJob(utt.audio_start, end, speech_final, from_finalize)
+        if not from_finalize:
+            # Whisper does best on speech with a short margin, as the REST path cuts it; the
+            # rest of the hangover is silence that only invites a hallucinated word.
+            job.audio_end = min(end, utt.speech_end + int(SPEECH_PAD_S * SAMPLE_RATE))
         self._queue_final(job)
         return job
 
@@ -226,10 +245,12 @@ class Channel:
             self._audio = self._audio[keep - self._base :]
             self._base = keep
 
-    def _window(self, start: int, end: int) -> tuple[np.ndarray, int]:
+    def _window(
+        self, start: int, end: int, context_s: float = LEFT_CONTEXT_S
+    ) -> tuple[np.ndarray, int]:
         """The audio to decode for [start, end), with left context; and where it begins."""
         room = int(HARD_WINDOW_S * SAMPLE_RATE) - (end - start)
-        context = max(0, min(int(LEFT_CONTEXT_S * SAMPLE_RATE), room))
+        context = max(0, min(int(context_s * SAMPLE_RATE), room))
         begin = max(self._base, start - context)
         return self._audio[begin - self._base : max(0, end - self._base)], begin
 
@@ -273,6 +294,8 @@ class Channel:
         long = (self.received - utt.audio_start) / SAMPLE_RATE >= self.cfg.max_utterance_s
         if not (self.cfg.interim_results or long):
             return False
+        if utt.silence_run >= QUIET_FRAMES and not long:
+            return False  # speech paused: no new words to show, and an endpoint may be near
         step = self.cfg.interim_step_s if not long else max(self.cfg.interim_step_s, 1.0)
         newest = self.received - max(self._last_decode_end, utt.audio_start)
         return newest >= step * SAMPLE_RATE
@@ -284,10 +307,42 @@ class Channel:
             self._language, _ = await self.engine.detect_language(self.cfg.model, audio)
         if options.language == "":
             options = DecodeOptions(**{**options.__dict__, "language": self._language})
+        # Plain interims may be dropped by the scheduler once stale (a newer one will come);
+        # long-mode decodes can commit finals, so they are never dropped.
         (segments,) = await self.engine.decode(
-            self.cfg.model, [audio], options, priority, admit=admit
+            self.cfg.model,
+            [audio],
+            options,
+            priority,
+            admit=admit,
+            droppable=priority is Priority.STREAM_INTERIM,
         )
         return segments
+
+    async def _decode_final(self, audio: np.ndarray, begin: int) -> list[TimedWord]:
+        """A final decode cuts its window exactly as the REST path cuts a file (offline VAD,
+        speech regions joined, padded), so a streamed phrase reads as the same file would."""
+        plan = await asyncio.to_thread(plan_speech, audio, vad_options(self.engine), 30.0)
+        if not plan.windows:
+            return []
+        options = self.cfg.final_options
+        if options.language == "":
+            if self._language is None:
+                self._language, _ = await self.engine.detect_language(
+                    self.cfg.model, plan.windows[0].audio
+                )
+            options = replace(options, language=self._language)
+        decoded = await self.engine.decode(
+            self.cfg.model,
+            [w.audio for w in plan.windows],
+            options,
+            Priority.STREAM_FINAL,
+            admit=False,
+        )
+        words: list[TimedWord] = []
+        for window, segments in zip(plan.windows, decoded, strict=True):
+            words += self._timed(to_file_clock(plan, window.offset, segments), begin)
+        return words
 
     def _timed(self, segments: list[Segment], offset: int) -> list[TimedWord]:
         shift = offset / SAMPLE_RATE
@@ -303,13 +358,13 @@ class Channel:
 
     async def _run_final(self, job: FinalJob) -> None:
         words: list[TimedWord] = []
-        if job.decode and job.end > job.start:
-            audio, begin = self._window(job.start, job.end)
+        audio_end = job.audio_end or job.end
+        if job.decode and audio_end > job.start:
+            audio, begin = self._window(job.start, audio_end)
             try:
-                segments = await self._decode(
-                    audio, self.cfg.final_options, Priority.STREAM_FINAL, admit=False
+                words = policy.after(
+                    await self._decode_final(audio, begin), self.cursor / SAMPLE_RATE
                 )
-                words = policy.after(self._timed(segments, begin), self.cursor / SAMPLE_RATE)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a failed decode loses this span's text, never the stream
@@ -338,7 +393,9 @@ class Channel:
         options = self.cfg.final_options if long else self.cfg.interim_options
         priority = Priority.STREAM_FINAL if long else Priority.STREAM_INTERIM
         self._last_decode_end = end
-        audio, begin = self._window(start, end)
+        # Interims are throw-away: no context (each context word costs decoder time), except
+        # in long mode where this decode may commit finals.
+        audio, begin = self._window(start, end, LEFT_CONTEXT_S if long else 0.0)
         task = asyncio.create_task(self._decode(audio, options, priority, admit=not long))
         self._interim_task = task
         await asyncio.wait({task})
@@ -347,8 +404,8 @@ class Channel:
             return
         try:
             segments = task.result()
-        except Overloaded:
-            return  # the server is saturated: skip this interim, the final still comes
+        except (Overloaded, DeadlineExpired):
+            return  # saturated, or too late to matter: skip this interim, the final still comes
         except Exception:
             log.exception("interim decode failed", extra={"request_id": self.cfg.request_id})
             return
