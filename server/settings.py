@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     ws_min_endpointing_ms: int = Field(
         default=300, ge=32, description="floor under the client's endpointing (Silero hangover)"
     )
+    ws_beam_size: int = Field(
+        default=5, ge=1, description="beam size of streaming finals (interims are greedy)"
+    )
 
     # --- shutdown ------------------------------------------------------------------------------
     shutdown_deadline_s: float = Field(default=30.0, gt=0)

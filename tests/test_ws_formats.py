@@ -158,3 +158,19 @@ def test_long_monologue_commits_piecewise(server_factory):
         assert after["start"] == pytest.approx(before["start"] + before["duration"], abs=0.002)
     # The last reference clip may be cut at `seconds`; score on what overlaps.
     assert corpus.wer([reference], [result.final_text()]) <= 20, result.final_text()
+
+
+@pytest.mark.parametrize("query", ["model=base&language=fr", "model=base&detect_language=true"])
+def test_language_and_model_as_in_rest(server, query):
+    """A multilingual model, a chosen or detected language: the stream reads like REST."""
+    import httpx
+    import jiwer
+
+    clip = corpus.by_name("fr_picovoice_leopard_test_fr.wav")
+    data = clip.path.read_bytes()
+    rest = httpx.post(f"{server.url}/v1/listen?{query}", content=data, timeout=300).json()
+    rest_text = rest["results"]["channels"][0]["alternatives"][0]["transcript"]
+    result = stream(f"{server.ws_url}/v1/listen?{query}", [*chunks(data, 8192), CLOSE])
+    assert result.finals[0]["metadata"]["model_info"]["name"] == "base"
+    text = result.final_text()
+    assert rest_text and jiwer.wer(rest_text.lower(), text.lower()) <= 0.3, (rest_text, text)

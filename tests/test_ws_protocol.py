@@ -240,3 +240,36 @@ def test_no_words_from_silence_or_noise(server, kind):
     assert result.close_code == 1000
     words = [w for m in result.of("Results") for w in m["channel"]["alternatives"][0]["words"]]
     assert words == []
+
+
+def test_stream_metrics_are_observed(server, jfk):
+    import httpx
+
+    def scrape() -> dict[str, float]:
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        out = {}
+        for line in text.splitlines():
+            if line.startswith(
+                (
+                    "openlisten_stream_interim_latency_seconds_count",
+                    "openlisten_stream_endpoint_latency_seconds_count",
+                    'openlisten_audio_seconds_total{kind="stream"}',
+                )
+            ):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    before = scrape()
+    stream(
+        f"{server.ws_url}/v1/listen?{RAW16}&interim_results=true",
+        audio_frames(jfk),
+        pace_s=0.05,
+    )
+    after = scrape()
+    for name, value in after.items():
+        assert value > before.get(name, 0.0), name
+    assert after['openlisten_audio_seconds_total{kind="stream"}'] - before.get(
+        'openlisten_audio_seconds_total{kind="stream"}', 0.0
+    ) == pytest.approx(len(jfk) / 16000, abs=0.05)
+    assert len(after) == 3

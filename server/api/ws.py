@@ -77,7 +77,7 @@ async def _spec(
     elif params.detect_language:
         language = ""  # detect on the first window
     hotwords = " ".join(params.keyterms) or None
-    final = DecodeOptions(language=language, beam_size=settings.beam_size, hotwords=hotwords)
+    final = DecodeOptions(language=language, beam_size=settings.ws_beam_size, hotwords=hotwords)
     interim = DecodeOptions(language=language, beam_size=1, temperatures=(0.0,), hotwords=hotwords)
     return StreamSpec(
         request_id=request_id,

@@ -2,8 +2,10 @@
 
 Pure functions over a loaded `WhisperModel`: the scheduler stacks windows from many clients
 into one call. Unlike faster-whisper's `BatchedInferencePipeline`, every item keeps its own
-temperature fallback (re-generated only for the items that need it) and the word alignment
-runs on the batch's shared encoder output, so batching changes speed, not text.
+temperature fallback (re-generated only for the items that need it), and word timings are
+computed per item from that item's encoder output with no state carried between items, so a
+window's result equals decoding it alone (tests/test_engine_batching.py): batching changes
+speed, not text. Nothing here mutates the shared model, so workers may call it concurrently.
 """
 
 from __future__ import annotations

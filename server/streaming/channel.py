@@ -50,8 +50,11 @@ HARD_WINDOW_S = 28.0  # never hand Whisper more than its 30 s window
 # 30 s mel window, so this context costs almost nothing there, and it gives the decoder the
 # acoustic and linguistic lead-in that a phrase cut at a pause lacks (its words are dropped
 # again by the commit policy).
-LEFT_CONTEXT_S = 8.0
+LEFT_CONTEXT_S = 4.0
 QUIET_FRAMES = 3  # ~100 ms of silence inside an utterance: hold interim decodes
+# Silence after which the final decode starts before the endpoint fires: just enough for the
+# final's own speech pad, so the speculative window is exactly the final window.
+SPECULATE_FRAMES = -(-int(SPEECH_PAD_S * SAMPLE_RATE) // FRAME)
 
 
 @dataclass
@@ -87,6 +90,16 @@ class FinalJob:
     decode: bool = True  # False: only emit (an empty result for Finalize over silence)
     done: asyncio.Future | None = None
     audio_end: int | None = None  # where the decoded audio stops (default: `end`)
+    early: asyncio.Task | None = None  # a speculative decode of exactly this utterance
+
+
+@dataclass
+class _Speculation:
+    """A final decode started when the speaker paused, before the endpoint is certain."""
+
+    audio_start: int
+    speech_end: int
+    task: asyncio.Task
 
 
 @dataclass
@@ -124,6 +137,7 @@ class Channel:
         self._hyp: list[TimedWord] = []  # the last decode of the open utterance (uncommitted)
         self._last_decode_end = 0  # sample index the last decode of the open utterance reached
         self._interim_task: asyncio.Task | None = None
+        self._spec: _Speculation | None = None
         self.cursor = 0  # sample index where the last final's window ended
         self._queued_until = 0  # sample index where the last queued final's window ends
         self.decoded_until = 0  # sample index covered by decodes (for the lag measure)
@@ -158,8 +172,15 @@ class Channel:
                 utt.silence_run = 0
                 utt.speech_frames += p >= on
                 utt.speech_end = frame_end
+                self._drop_speculation()  # the speaker went on
             else:
                 utt.silence_run += 1
+                if (
+                    utt.confirmed
+                    and utt.silence_run == SPECULATE_FRAMES
+                    and silence_frames > SPECULATE_FRAMES
+                ):
+                    self._speculate(utt)
             if not utt.confirmed and utt.speech_frames >= MIN_SPEECH_FRAMES:
                 utt.confirmed = True
                 self._last_word_end = None  # speech resumed: no UtteranceEnd for the old gap
@@ -176,7 +197,7 @@ class Channel:
                     self._utt = None
                     self._gen += 1
             elif utt.confirmed and frame_end - utt.audio_start >= HARD_WINDOW_S * SAMPLE_RATE:
-                self._cut_at_pause(frame_end)
+                self._cut_at_pause()
         self._check_utterance_end()
         self._trim()
         self._wake.set()
@@ -187,14 +208,36 @@ class Channel:
         self._utt = None
         self._gen += 1
         job = FinalJob(utt.audio_start, end, speech_final, from_finalize)
+        spec, self._spec = self._spec, None
         if not from_finalize:
             # Whisper does best on speech with a short margin, as the REST path cuts it; the
             # rest of the hangover is silence that only invites a hallucinated word.
             job.audio_end = min(end, utt.speech_end + int(SPEECH_PAD_S * SAMPLE_RATE))
+            if spec and (spec.audio_start, spec.speech_end) == (utt.audio_start, utt.speech_end):
+                job.early, spec = spec.task, None  # already decoding exactly this: reuse it
+        if spec is not None:
+            spec.task.cancel()
         self._queue_final(job)
         return job
 
-    def _cut_at_pause(self, frame_end: int) -> None:
+    def _speculate(self, utt: _Utterance) -> None:
+        """The speaker paused: start the final decode now, while the endpoint's silence is
+        still being confirmed. Most pauses this long are endpoints, so the final is often ready
+        by the time the endpoint fires; if speech resumes, the decode is dropped."""
+        self._drop_speculation()
+        if self._interim_task is not None and not self._interim_task.done():
+            self._interim_task.cancel()  # no new words since the pause: it is stale
+        audio_end = utt.speech_end + int(SPEECH_PAD_S * SAMPLE_RATE)
+        audio, begin = self._window(utt.audio_start, audio_end)
+        task = asyncio.create_task(self._decode_final(audio, begin))
+        self._spec = _Speculation(utt.audio_start, utt.speech_end, task)
+
+    def _drop_speculation(self) -> None:
+        if self._spec is not None:
+            self._spec.task.cancel()
+            self._spec = None
+
+    def _cut_at_pause(self) -> None:
         """Safety net when agreement has not shortened the window in time: cut at the quietest
         frame of the window's second half and finalise the part before it."""
         utt = self._utt
@@ -204,12 +247,12 @@ class Channel:
         tail = max(half + 1, len(probs) - int(1.0 * SAMPLE_RATE / FRAME))
         cut_frame = half + int(np.argmin(probs[half:tail]))
         cut = utt.audio_start + (cut_frame + 1) * FRAME
+        self._drop_speculation()
         self._queue_final(FinalJob(utt.audio_start, cut, False, False))
         utt.probs = utt.probs[cut_frame + 1 :]
         utt.audio_start = cut
         self._gen += 1
         self._hyp = []
-        del frame_end
 
     def _queue_final(self, job: FinalJob) -> None:
         self._finals.append(job)
@@ -270,7 +313,9 @@ class Channel:
         if self._utt is not None and self._utt.confirmed:
             return
         gap = self.received / SAMPLE_RATE - self._last_word_end
-        if gap >= self.cfg.utterance_end_ms / 1000 and not self._finals:
+        # Finals still to come may add words; the one being emitted now (first) already has.
+        waiting = any(job.decode for job in list(self._finals)[1:])
+        if gap >= self.cfg.utterance_end_ms / 1000 and not waiting:
             self._emit(live.utterance_end(self.cfg.index, self.cfg.count, self._last_word_end))
             self._last_word_end = None
 
@@ -316,6 +361,9 @@ class Channel:
             priority,
             admit=admit,
             droppable=priority is Priority.STREAM_INTERIM,
+            # An interim that cannot start within a couple of steps is stale: drop it and let
+            # the next one (on newer audio) take its place, leaving the worker to finals.
+            deadline_s=2 * self.cfg.interim_step_s if priority is Priority.STREAM_INTERIM else None,
         )
         return segments
 
@@ -359,7 +407,10 @@ class Channel:
     async def _run_final(self, job: FinalJob) -> None:
         words: list[TimedWord] = []
         audio_end = job.audio_end or job.end
-        if job.decode and audio_end > job.start:
+        early = await self._early_words(job)
+        if early is not None:
+            words = policy.after(early, self.cursor / SAMPLE_RATE)
+        elif job.decode and audio_end > job.start:
             audio, begin = self._window(job.start, audio_end)
             try:
                 words = policy.after(
@@ -384,6 +435,16 @@ class Channel:
         if job.done is not None and not job.done.done():
             job.done.set_result(None)
         self._check_utterance_end()
+
+    @staticmethod
+    async def _early_words(job: FinalJob) -> list[TimedWord] | None:
+        """The speculative decode's words, or None when there is none or it failed."""
+        if job.early is None:
+            return None
+        await asyncio.wait({job.early})
+        if job.early.cancelled() or job.early.exception() is not None:
+            return None
+        return job.early.result()
 
     async def _run_interim(self) -> None:
         utt = self._utt
@@ -473,6 +534,10 @@ class Channel:
 
     async def close(self) -> None:
         self.closed = True
+        self._drop_speculation()
+        for job in self._finals:
+            if job.early is not None:
+                job.early.cancel()
         self._loop_task.cancel()
         if self._interim_task is not None:
             self._interim_task.cancel()
