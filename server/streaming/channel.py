@@ -137,6 +137,11 @@ class Channel:
         self._hyp: list[TimedWord] = []  # the last decode of the open utterance (uncommitted)
         self._last_decode_end = 0  # sample index the last decode of the open utterance reached
         self._interim_task: asyncio.Task | None = None
+        # After an interim that took longer than half a step, the channel rests about as long
+        # as it took: under load a stream's interims then use about half of a worker, not all
+        # of it, and finals (which queue behind whatever is running) wait less. Idle, the
+        # step alone paces interims.
+        self._interim_rest_until = 0.0
         self._spec: _Speculation | None = None
         self.cursor = 0  # sample index where the last final's window ended
         self._queued_until = 0  # sample index where the last queued final's window ends
@@ -343,7 +348,7 @@ class Channel:
             return False  # speech paused: no new words to show, and an endpoint may be near
         step = self.cfg.interim_step_s if not long else max(self.cfg.interim_step_s, 1.0)
         newest = self.received - max(self._last_decode_end, utt.audio_start)
-        return newest >= step * SAMPLE_RATE
+        return newest >= step * SAMPLE_RATE and time.monotonic() >= self._interim_rest_until
 
     async def _decode(
         self, audio: np.ndarray, options: DecodeOptions, priority: Priority, admit: bool
@@ -361,9 +366,6 @@ class Channel:
             priority,
             admit=admit,
             droppable=priority is Priority.STREAM_INTERIM,
-            # An interim that cannot start within a couple of steps is stale: drop it and let
-            # the next one (on newer audio) take its place, leaving the worker to finals.
-            deadline_s=2 * self.cfg.interim_step_s if priority is Priority.STREAM_INTERIM else None,
         )
         return segments
 
@@ -459,8 +461,11 @@ class Channel:
         audio, begin = self._window(start, end, LEFT_CONTEXT_S if long else 0.0)
         task = asyncio.create_task(self._decode(audio, options, priority, admit=not long))
         self._interim_task = task
+        started = time.monotonic()
         await asyncio.wait({task})
         self._interim_task = None
+        took = time.monotonic() - started
+        self._interim_rest_until = time.monotonic() + max(0.0, took - self.cfg.interim_step_s / 2)
         if task.cancelled():
             return
         try:
