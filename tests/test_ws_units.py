@@ -130,3 +130,48 @@ def test_messages_are_known_types_with_required_fields():
 def test_close_reasons_fit_the_frame():
     assert len(NET_0001.encode()) == 108 and close_reason(NET_0001) == NET_0001
     assert len(close_reason("é" * 200).encode()) <= 123
+
+
+def test_channel_buffer_stays_bounded_over_long_silence():
+    """An hour of silence must not grow the channel's audio buffer (or open an utterance)."""
+    from server.settings import Settings
+    from server.streaming.channel import Channel, ChannelConfig
+
+    async def go() -> tuple[int, int]:
+        info = ModelInfo("tiny.en", "whisper-tiny.en", "2022", False)
+        config = ChannelConfig(
+            index=0,
+            count=1,
+            model="tiny.en",
+            model_info=info,
+            request_id="r",
+            interim_results=True,
+            punctuate=False,
+            endpoint_ms=300,
+            speech_final=True,
+            utterance_end_ms=None,
+            vad_events=True,
+            vad_threshold=Settings().vad_threshold,
+            interim_step_s=0.5,
+            max_utterance_s=12,
+            final_options=live_options(),
+            interim_options=live_options(),
+        )
+        sent: list[dict] = []
+        channel = Channel(config, engine=None, emit=sent.append, wall_at=lambda _: 0.0)  # type: ignore[arg-type]
+        chunk = np.zeros(16000 * 10, np.float32)
+        for _ in range(60):  # 10 minutes
+            channel.feed(chunk)
+        size = len(channel._audio)
+        await channel.close()
+        return size, len(sent)
+
+    size, sent = asyncio.run(go())
+    assert size <= 16000 * 25
+    assert sent == 0
+
+
+def live_options():
+    from server.engine import DecodeOptions
+
+    return DecodeOptions()

@@ -281,14 +281,13 @@ class Channel:
 
     # --- bookkeeping -------------------------------------------------------------------------
     def _trim(self) -> None:
-        keep = min(
-            self.received - int(PRE_ROLL_S * SAMPLE_RATE),
-            self.cursor - int(LEFT_CONTEXT_S * SAMPLE_RATE),
-        )
+        """Forget audio nothing can need again: bounded however long a stream (or its silence)."""
+        context = int(LEFT_CONTEXT_S * SAMPLE_RATE)
+        keep = self.received - int(PRE_ROLL_S * SAMPLE_RATE) - context
         if self._utt is not None:
-            keep = min(keep, self._utt.audio_start)
+            keep = min(keep, self._utt.audio_start - context)
         for job in self._finals:
-            keep = min(keep, job.start)
+            keep = min(keep, job.start - context)
         if keep - self._base > 10 * SAMPLE_RATE:
             self._audio = self._audio[keep - self._base :]
             self._base = keep
