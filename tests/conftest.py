@@ -53,16 +53,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(tmp: Path, *args: str, env: dict[str, str] | None = None,
-                 ready_timeout: float = 180) -> Server:
+def start_server(
+    tmp: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 180
+) -> Server:
     """Start `openlisten serve` as a real process and wait for /readyz."""
     port = free_port()
     log = tmp / f"server-{port}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port),
-         *args],
-        cwd=ROOT, env=full_env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *args,
+        ],
+        cwd=ROOT,
+        env=full_env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     server = Server(f"http://127.0.0.1:{port}", port, process, log)
     deadline = time.monotonic() + ready_timeout

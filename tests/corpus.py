@@ -10,7 +10,9 @@ from pathlib import Path
 
 import jiwer
 
-CORPUS = Path(os.environ.get("OPENLISTEN_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
+CORPUS = Path(
+    os.environ.get("OPENLISTEN_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")
+)
 MISSING = f"speech corpus not found at {CORPUS} (set OPENLISTEN_CORPUS)"
 
 
@@ -36,9 +38,15 @@ def clips() -> list[Clip]:
         for row in csv.reader(fh, delimiter="\t"):
             name, language, reference = row[0], row[1], row[2]
             info = meta.get(name, {})
-            out.append(Clip(CORPUS / name, language, reference,
-                            tuple(info.get("tags", "").split(";")),
-                            float(info.get("duration_s", 0) or 0)))
+            out.append(
+                Clip(
+                    CORPUS / name,
+                    language,
+                    reference,
+                    tuple(info.get("tags", "").split(";")),
+                    float(info.get("duration_s", 0) or 0),
+                )
+            )
     return out
 
 
@@ -70,4 +78,6 @@ def wer(references: list[str], hypotheses: list[str]) -> float:
     refs = [normalize(r) for r in references]
     hyps = [normalize(h) for h in hypotheses]
     pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
-    return 100.0 * jiwer.wer([r for r, _ in pairs], [h if h.strip() else "<empty>" for _, h in pairs])
+    return 100.0 * jiwer.wer(
+        [r for r, _ in pairs], [h if h.strip() else "<empty>" for _, h in pairs]
+    )
