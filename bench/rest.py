@@ -48,17 +48,7 @@ def direct_run(pipeline, path: Path, settings) -> tuple[float, str]:
 
     started = time.perf_counter()
     segments, _ = pipeline.transcribe(
-        decode_audio(str(path)),
-        language="en",
-        beam_size=settings.beam_size,
-        vad_filter=True,
-        vad_parameters={
-            "threshold": settings.vad_threshold,
-            "min_silence_duration_ms": settings.vad_min_silence_ms,
-            "speech_pad_ms": settings.vad_speech_pad_ms,
-        },
-        word_timestamps=True,
-        batch_size=settings.batch_size,
+        decode_audio(str(path)), **corpus.direct_options(settings, batch_size=settings.batch_size)
     )
     text = "".join(segment.text for segment in segments).strip()
     return time.perf_counter() - started, text

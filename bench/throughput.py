@@ -91,18 +91,7 @@ def peer_long_file(model_name: str, path: Path, threads: int) -> float:
         _PEER = WhisperModel(source, device="cpu", compute_type="int8", cpu_threads=threads)
     started = time.perf_counter()
     audio = decode_audio(str(path))
-    segments, _ = _PEER.transcribe(
-        audio,
-        language="en",
-        beam_size=settings.beam_size,
-        vad_filter=True,
-        vad_parameters={
-            "threshold": settings.vad_threshold,
-            "min_silence_duration_ms": settings.vad_min_silence_ms,
-            "speech_pad_ms": settings.vad_speech_pad_ms,
-        },
-        word_timestamps=True,
-    )
+    segments, _ = _PEER.transcribe(audio, **corpus.direct_options(settings))
     list(segments)
     return (len(audio) / 16000) / (time.perf_counter() - started)
 

@@ -81,3 +81,23 @@ def wer(references: list[str], hypotheses: list[str]) -> float:
     return 100.0 * jiwer.wer(
         [r for r, _ in pairs], [h if h.strip() else "<empty>" for _, h in pairs]
     )
+
+
+def direct_options(settings, **extra) -> dict:
+    """faster-whisper `transcribe` options equal to the server's decoding settings.
+
+    The comparisons against faster-whisper run directly (WER parity, bench/rest.py,
+    bench/throughput.py) must all give the peer the same VAD and beam, so they share this.
+    """
+    return {
+        "language": "en",
+        "beam_size": settings.beam_size,
+        "vad_filter": True,
+        "vad_parameters": {
+            "threshold": settings.vad_threshold,
+            "min_silence_duration_ms": settings.vad_min_silence_ms,
+            "speech_pad_ms": settings.vad_speech_pad_ms,
+        },
+        "word_timestamps": True,
+        **extra,
+    }

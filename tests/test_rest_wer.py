@@ -61,16 +61,7 @@ def direct_transcripts(clips) -> list[str]:
     for clip in clips:
         segments, _ = pipeline.transcribe(
             decode_audio(str(clip.path)),
-            language="en",
-            beam_size=settings.beam_size,
-            vad_filter=True,
-            vad_parameters={
-                "threshold": settings.vad_threshold,
-                "min_silence_duration_ms": settings.vad_min_silence_ms,
-                "speech_pad_ms": settings.vad_speech_pad_ms,
-            },
-            word_timestamps=True,
-            batch_size=settings.batch_size,
+            **corpus.direct_options(settings, batch_size=settings.batch_size),
         )
         out.append("".join(s.text for s in segments).strip())
     return out
