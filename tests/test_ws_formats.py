@@ -3,7 +3,6 @@ and a long monologue committed piecewise. Every case checks the transcript, not 
 
 from __future__ import annotations
 
-import io
 import itertools
 
 import av
@@ -11,30 +10,10 @@ import numpy as np
 import pytest
 
 from tests import corpus
-from tests.ws_helpers import CLOSE, chunks, samples16k, stream, webm_opus
+from tests.ws_helpers import CLOSE, chunks, encode, samples16k, stream, webm_opus
 
 ARCTIC = "en_cmuarctic_a0010.wav"
 MULAW = "en_deepgram_testing_123_8k_mulaw.wav"
-
-
-def _encode(samples: np.ndarray, fmt: str, codec: str, rate: int, sample_fmt: str) -> bytes:
-    """Encode 16 kHz mono audio into a container with PyAV."""
-    buf = io.BytesIO()
-    out = av.open(buf, "w", format=fmt)
-    stream_ = out.add_stream(codec, rate=rate)
-    stream_.layout = "mono"
-    resampler = av.AudioResampler(format=sample_fmt, layout="mono", rate=rate)
-    frame = av.AudioFrame.from_ndarray(
-        (np.clip(samples, -1, 1) * 32767).astype(np.int16)[None], format="s16", layout="mono"
-    )
-    frame.sample_rate = 16000
-    for piece in resampler.resample(frame):
-        for packet in stream_.encode(piece):
-            out.mux(packet)
-    for packet in stream_.encode(None):
-        out.mux(packet)
-    out.close()
-    return buf.getvalue()
 
 
 def _raw(samples: np.ndarray, codec: str, rate: int, sample_fmt: str = "s16") -> bytes:
@@ -71,14 +50,14 @@ CASES = {
     ),
     "alaw@8000": lambda a: ("encoding=alaw&sample_rate=8000", _raw(a, "pcm_alaw", 8000)),
     "webm-opus (browser)": lambda a: ("", webm_opus(a)),
-    "ogg-opus": lambda a: ("", _encode(a, "ogg", "libopus", 48000, "s16")),
+    "ogg-opus": lambda a: ("", encode(a, "ogg", "libopus", 48000, "s16")),
     "ogg-opus encoding=opus": lambda a: (
         "encoding=opus",
-        _encode(a, "ogg", "libopus", 48000, "s16"),
+        encode(a, "ogg", "libopus", 48000, "s16"),
     ),
-    "mp3 (radio)": lambda a: ("", _encode(a, "mp3", "libmp3lame", 44100, "s16p")),
-    "flac": lambda a: ("encoding=flac", _encode(a, "flac", "flac", 16000, "s16")),
-    "wav with header": lambda a: ("", _encode(a, "wav", "pcm_s16le", 22050, "s16")),
+    "mp3 (radio)": lambda a: ("", encode(a, "mp3", "libmp3lame", 44100, "s16p")),
+    "flac": lambda a: ("encoding=flac", encode(a, "flac", "flac", 16000, "s16")),
+    "wav with header": lambda a: ("", encode(a, "wav", "pcm_s16le", 22050, "s16")),
 }
 
 

@@ -36,15 +36,15 @@ def pcm16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
 
 
-def webm_opus(samples: np.ndarray, rate: int = 16000) -> bytes:
-    """Encode audio the way a browser's MediaRecorder does: Opus in WebM."""
+def encode(samples: np.ndarray, fmt: str, codec: str, rate: int, sample_fmt: str = "s16") -> bytes:
+    """Encode 16 kHz mono float audio into a container with PyAV (tests never commit audio)."""
     buf = io.BytesIO()
-    out = av.open(buf, "w", format="webm")
-    stream = out.add_stream("libopus", rate=48000)
+    out = av.open(buf, "w", format=fmt)
+    stream = out.add_stream(codec, rate=rate)
     stream.layout = "mono"
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=48000)
+    resampler = av.AudioResampler(format=sample_fmt, layout="mono", rate=rate)
     frame = av.AudioFrame.from_ndarray(pcm16_array(samples)[None], format="s16", layout="mono")
-    frame.sample_rate = rate
+    frame.sample_rate = 16000
     for chunk in resampler.resample(frame):
         for packet in stream.encode(chunk):
             out.mux(packet)
@@ -52,6 +52,11 @@ def webm_opus(samples: np.ndarray, rate: int = 16000) -> bytes:
         out.mux(packet)
     out.close()
     return buf.getvalue()
+
+
+def webm_opus(samples: np.ndarray) -> bytes:
+    """Audio the way a browser's MediaRecorder sends it: Opus in WebM."""
+    return encode(samples, "webm", "libopus", 48000)
 
 
 def pcm16_array(samples: np.ndarray) -> np.ndarray:
