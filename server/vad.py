@@ -70,7 +70,6 @@ class StreamingVad:
     _c: np.ndarray = field(default_factory=lambda: np.zeros((1, 1, 128), np.float32))
     _context: np.ndarray = field(default_factory=lambda: np.zeros(_CONTEXT, np.float32))
     _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    frames_seen: int = 0
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
         """Return speech probabilities for every complete 512-sample frame now available."""
@@ -90,5 +89,4 @@ class StreamingVad:
         )
         probs = np.asarray(out, np.float32).reshape(-1)
         self._context = frames[-1, -_CONTEXT:].copy()
-        self.frames_seen += count
         return probs

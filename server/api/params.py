@@ -15,38 +15,6 @@ from starlette.datastructures import QueryParams
 TRUE = {"true", "1", "yes", "on"}
 FALSE = {"false", "0", "no", "off"}
 
-# Accepted and honoured.
-SUPPORTED = {
-    "model",
-    "language",
-    "lang",
-    "detect_language",
-    "punctuate",
-    "smart_format",
-    "utterances",
-    "utt_split",
-    "paragraphs",
-    "multichannel",
-    "keyterm",
-    "keywords",
-    "tag",
-    "extra",
-    "encoding",
-    "sample_rate",
-    "channels",
-    "version",
-    "mip_opt_out",
-    "callback",
-    "callback_method",
-    "interim_results",
-    "endpointing",
-    "utterance_end_ms",
-    "vad_events",
-    "no_delay",
-    "numerals",
-    "format",
-    "codec",
-}
 # Accepted, but this server does not implement them: reported in metadata.warnings.
 UNSUPPORTED = {
     "diarize",

@@ -146,11 +146,6 @@ class Scheduler:
     def depth(self) -> int:
         return len(self._queue)
 
-    @property
-    def window_cost_s(self) -> float:
-        """Measured seconds per window (the slowest served model's, until one is named)."""
-        return self.cost_of(None)
-
     def cost_of(self, model: str | None) -> float:
         if model is not None and model in self._cost:
             return self._cost[model]

@@ -149,7 +149,6 @@ class Channel:
         self._last_word_end: float | None = None  # pending UtteranceEnd
         self._language: str | None = config.final_options.language or None
         self._loop_task = asyncio.create_task(self._run())
-        self.closed = False
 
     # --- audio in ----------------------------------------------------------------------------
     def feed(self, samples: np.ndarray) -> None:
@@ -537,7 +536,6 @@ class Channel:
         )
 
     async def close(self) -> None:
-        self.closed = True
         self._drop_speculation()
         for job in self._finals:
             if job.early is not None:

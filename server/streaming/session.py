@@ -113,13 +113,11 @@ class Session:
         self.audio_channels = 0
         self.samples = 0  # 16 kHz samples received per channel
         self._sha = hashlib.sha256()
-        self._bytes = 0
         self._wall: list[tuple[int, float]] = []  # (samples received, wall time) checkpoints
         self._wall_samples: list[int] = []
         self._stop = asyncio.Event()
         self._finished = asyncio.Event()
         self._error: AudioError | None = None
-        self._keyterms: list[str] = []
         self.decoder = make_decoder(spec.raw, self._on_audio, self._on_audio_error)
         self.started = time.monotonic()
 
@@ -183,7 +181,6 @@ class Session:
 
     def _feed(self, data: bytes) -> None:
         self._sha.update(data)
-        self._bytes += len(data)
         self.decoder.feed(data)
 
     # --- controls ----------------------------------------------------------------------------
