@@ -6,7 +6,7 @@ Shared by `POST /v1/listen` and `openlisten transcribe`, so the CLI gives the AP
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from faster_whisper.tokenizer import _LANGUAGE_CODES
@@ -66,18 +66,7 @@ def to_file_clock(plan: SpeechPlan, offset: float, segments: list[Segment]) -> l
             start, end = words[0].start, words[-1].end
         else:
             start, end = plan.to_file_time(seg.start + offset, seg.end + offset)
-        out.append(
-            Segment(
-                start,
-                end,
-                seg.text,
-                seg.avg_logprob,
-                seg.no_speech_prob,
-                seg.temperature,
-                seg.tokens,
-                words,
-            )
-        )
+        out.append(replace(seg, start=start, end=end, words=words))
     return out
 
 
