@@ -108,6 +108,22 @@ def open_container(source: BinaryIO, raw: RawFormat | None) -> av.container.Inpu
         raise AudioError("failed to process audio: corrupt or unsupported data") from exc
 
 
+def resampler_for(stream: av.audio.stream.AudioStream) -> av.AudioResampler:
+    """Any channel count to packed float32 at 16 kHz.
+
+    Packed, not planar: PyAV's `to_ndarray` on a planar frame of 8 or more channels counts one
+    plane too many and reads past the frame's buffers, which kills the process (a segfault on a
+    25 KB file). A packed frame is one buffer, which `planar` reshapes.
+    """
+    return av.AudioResampler(format="flt", layout=stream.layout, rate=SAMPLE_RATE)
+
+
+def planar(frame: av.AudioFrame) -> np.ndarray:
+    """A packed float32 frame as a (channels, n) array."""
+    channels = frame.layout.nb_channels
+    return frame.to_ndarray().reshape(-1, channels).T
+
+
 def _declared_duration(
     container: av.container.InputContainer, stream: av.audio.stream.AudioStream
 ) -> float | None:
@@ -133,21 +149,21 @@ def decode(
             raise AudioError("failed to process audio: no audio stream found")
         stream = container.streams.audio[0]
         channels = stream.codec_context.channels or (raw.channels if raw else 1)
-        resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=SAMPLE_RATE)
+        resampler = resampler_for(stream)
         limit = int(max_duration_s * SAMPLE_RATE) if max_duration_s else None
         pieces: list[np.ndarray] = []
         total = 0
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    pieces.append(out.to_ndarray())
+                    pieces.append(planar(out))
                     total += pieces[-1].shape[1]
                 if limit is not None and total > limit:
                     raise AudioTooLong(
                         f"audio is longer than the limit of {max_duration_s:g} seconds"
                     )
             for out in resampler.resample(None):
-                pieces.append(out.to_ndarray())
+                pieces.append(planar(out))
         except av.error.FFmpegError as exc:
             if not pieces:
                 raise AudioError("failed to process audio: corrupt or unsupported data") from exc

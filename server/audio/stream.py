@@ -22,7 +22,7 @@ from collections.abc import Callable
 import av
 import numpy as np
 
-from server.audio.decode import AudioError, RawFormat
+from server.audio.decode import AudioError, RawFormat, planar, resampler_for
 
 SAMPLE_RATE = 16000
 PROBE_BYTES = 32768
@@ -122,11 +122,11 @@ class RawStreamDecoder:
             interleaved = raw_to_float(data[:usable], self.raw.encoding)
             self._emit(interleaved.reshape(-1, self.channels).T)
 
-    def _emit(self, planar: np.ndarray | None) -> None:
-        if planar is None:
+    def _emit(self, tracks: np.ndarray | None) -> None:
+        if tracks is None:
             outs = [r.push(None) for r in self._resamplers]
         else:
-            outs = [r.push(planar[i]) for i, r in enumerate(self._resamplers)]
+            outs = [r.push(tracks[i]) for i, r in enumerate(self._resamplers)]
         n = min(len(o) for o in outs)
         if n:
             self._on_audio(np.stack([o[:n] for o in outs]).astype(np.float32, copy=False))
@@ -250,7 +250,7 @@ class ContainerStreamDecoder:
                 raise AudioError("failed to process audio: no audio stream found")
             stream = container.streams.audio[0]
             self.channels = stream.codec_context.channels or 1
-            resampler = av.AudioResampler(format="fltp", layout=stream.layout, rate=SAMPLE_RATE)
+            resampler = resampler_for(stream)
             decoded_any = False
             try:
                 for frame in container.decode(stream):
@@ -258,7 +258,7 @@ class ContainerStreamDecoder:
                         return
                     for out in resampler.resample(frame):
                         decoded_any = True
-                        self._post(out.to_ndarray()[: self.channels].astype(np.float32))
+                        self._post(planar(out)[: self.channels].astype(np.float32))
             except av.error.FFmpegError as exc:
                 if not decoded_any:
                     raise AudioError(
@@ -266,7 +266,7 @@ class ContainerStreamDecoder:
                     ) from exc
                 # A damaged tail after good audio: keep what decoded, as ffmpeg does.
             for out in resampler.resample(None):
-                self._post(out.to_ndarray()[: self.channels].astype(np.float32))
+                self._post(planar(out)[: self.channels].astype(np.float32))
         finally:
             container.close()
 
