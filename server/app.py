@@ -13,9 +13,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
-from server.api import health, rest, ws
+from server.api import health, openai, rest, ws
 from server.api.auth import require_key
-from server.api.errors import ApiError, error_response
+from server.api.errors import OPENAI_PREFIX, ApiError, render_error
 from server.api.middleware import RequestContext
 from server.engine import Engine
 from server.settings import Settings
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @app.middleware("http")
     async def gate(request: Request, call_next):  # type: ignore[no-untyped-def]
         """Auth, readiness and draining for the transcription routes, before any body is read."""
-        if request.url.path.startswith("/v1/listen"):
+        if request.url.path.startswith(("/v1/listen", OPENAI_PREFIX)):
             try:
                 require_key(request.headers, settings.key_digests)
                 if app.state.draining:
@@ -66,27 +66,27 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 if not engine.ready:
                     raise ApiError(503, "MODEL_LOADING", "Models are still loading", retry_after=5)
             except ApiError as exc:
-                return error_response(exc, request.state.request_id)
+                return render_error(request.url.path, exc, request.state.request_id)
         return await call_next(request)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc, request.state.request_id)
+        return render_error(request.url.path, exc, request.state.request_id)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(ApiError(400, "Bad Request", str(exc)), request.state.request_id)
+        error = ApiError(400, "Bad Request", str(exc))
+        return render_error(request.url.path, error, request.state.request_id)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", extra={"request_id": request.state.request_id})
-        return error_response(
-            ApiError(500, "INTERNAL_SERVER_ERROR", "Internal server error"),
-            request.state.request_id,
-        )
+        error = ApiError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+        return render_error(request.url.path, error, request.state.request_id)
 
     app.include_router(health.router)
     app.include_router(rest.router)
+    app.include_router(openai.router)
     app.include_router(ws.router)
     if settings.cors_origins:
         app.add_middleware(

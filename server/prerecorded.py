@@ -6,6 +6,7 @@ Shared by `POST /v1/listen` and `openlisten transcribe`, so the CLI gives the AP
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -24,6 +25,9 @@ class TranscribeRequest:
     detect_language: bool = False
     keyterms: list[str] = field(default_factory=list)
     multichannel: bool = False
+    task: str = "transcribe"  # or "translate" (into English; multilingual models only)
+    prompt: str | None = None  # Whisper's initial prompt: spelling and style to follow
+    temperatures: tuple[float, ...] | None = None  # None: the decoder's fallback ladder
 
 
 @dataclass
@@ -75,8 +79,13 @@ async def transcribe(
     audio: DecodedAudio,
     request: TranscribeRequest,
     warnings: list[tuple[str, str]] | None = None,
+    on_segments: Callable[[int, list[Segment]], None] | None = None,
 ) -> list[ChannelTranscript]:
-    """Transcribe every channel (or the mono mix); appends (parameter, message) warnings."""
+    """Transcribe every channel (or the mono mix); appends (parameter, message) warnings.
+
+    `on_segments(channel, segments)` hears each window's segments on the file clock, in order,
+    as they are decoded.
+    """
     warnings = warnings if warnings is not None else []
     loaded = await engine.model(request.model)
     # Refuse before spending CPU on VAD when even one more window would not be admitted.
@@ -120,15 +129,28 @@ async def transcribe(
         results.append(ChannelTranscript([], lang, confidence))
         options = DecodeOptions(
             language=lang,
+            task=request.task,
             beam_size=engine.settings.beam_size,
+            initial_prompt=request.prompt,
             hotwords=" ".join(request.keyterms) or None,
             # Each window is decoded once, so no words may wait for a later seek.
             without_timestamps=True,
         )
+        if request.temperatures:
+            options = replace(options, temperatures=request.temperatures)
         decode_jobs.append((plan, options))
 
     # Admission covers the whole request at once (checked and queued under one lock): it is
     # either accepted whole or refused.
+    decoding = [(c, plan) for c, (plan, _) in enumerate(decode_jobs) if plan.windows]
+    on_window = None
+    if on_segments is not None:
+        callback = on_segments
+
+        def on_window(group: int, index: int, segments: list[Segment]) -> None:
+            channel, plan = decoding[group]
+            callback(channel, to_file_clock(plan, plan.windows[index].offset, segments))
+
     decoded = await engine.decode_groups(
         request.model,
         [
@@ -137,6 +159,7 @@ async def transcribe(
             if plan.windows
         ],
         Priority.BULK,
+        on_window=on_window,
     )
     it = iter(decoded)
     for result, (plan, _) in zip(results, decode_jobs, strict=True):

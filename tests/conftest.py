@@ -25,6 +25,8 @@ class Server:
     port: int
     process: subprocess.Popen
     log: Path
+    key: str | None = None  # the API key it accepts, when auth is on
+    max_body_bytes: int | None = None
 
     @property
     def ws_url(self) -> str:
@@ -113,6 +115,15 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     yield make
     for srv in started:
         srv.stop()
+
+
+@pytest.fixture(scope="session")
+def keyed_server(server_factory) -> Server:
+    """One server with auth on (and a small body limit) shared by the suites that need a key."""
+    key, limit = "openlisten-test-key", 8_000_000
+    srv = server_factory("--api-key", key, env={"OPENLISTEN_MAX_BODY_BYTES": str(limit)})
+    srv.key, srv.max_body_bytes = key, limit
+    return srv
 
 
 @pytest.fixture(scope="session")

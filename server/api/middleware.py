@@ -92,7 +92,7 @@ class RequestContext:
             path = _route(scope)
             elapsed = time.monotonic() - started
             metrics.REQUESTS.labels(path, str(status)).inc()
-            if path.startswith("/v1/listen"):
+            if path.startswith(("/v1/listen", "/v1/audio/")):
                 metrics.REQUEST_SECONDS.labels(path).observe(elapsed)
             level = logging.DEBUG if path in _QUIET else logging.INFO
             log.log(

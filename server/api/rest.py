@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import httpx
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse
 
+from server.api.disconnect import ClientGone, unless_disconnected
 from server.api.errors import ApiError, bad_request
 from server.api.params import ListenParams, ParamError, parse
 from server.audio.fetch import Payload, collect, fetch_url, too_large
@@ -78,7 +77,7 @@ async def _respond(request: Request, payload: Payload, params: ListenParams) -> 
         task.add_done_callback(request.app.state.background.discard)
         return JSONResponse({"request_id": request_id})
     try:
-        body = await _unless_disconnected(
+        body = await unless_disconnected(
             request, transcribe_source(engine, payload.file, payload.sha256, params, request_id)
         )
     except ClientGone:
@@ -93,33 +92,6 @@ async def _respond(request: Request, payload: Payload, params: ListenParams) -> 
     return JSONResponse(
         body, headers={"dg-model-name": info[model_uuid]["name"], "dg-model-uuid": model_uuid}
     )
-
-
-class ClientGone(Exception):
-    """The client hung up before its transcript was ready."""
-
-
-async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    """Run `work`, cancelling it if the client disconnects first: cancellation reaches the
-    engine, which takes the request's queued windows off the scheduler queue at once."""
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-    if task.cancelled() or not task.done():
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise ClientGone
-    return task.result()
 
 
 async def _callback(app: Any, payload: Payload, params: ListenParams, request_id: str) -> None:

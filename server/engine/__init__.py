@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -127,17 +128,38 @@ class Engine:
         priority: Priority = Priority.BULK,
         *,
         admit: bool = True,
+        on_window: Callable[[int, int, list[Segment]], None] | None = None,
     ) -> list[list[list[Segment]]]:
-        """Decode several window groups (a file's channels) admitted together, all or none."""
+        """Decode several window groups (a file's channels) admitted together, all or none.
+
+        `on_window(group, index, segments)` hears each window's result in order, as soon as it
+        and every window before it are done (for progress and server-sent events).
+        """
         submitted = self.scheduler.submit_groups(model, groups, priority, admit=admit)
         flat = [future for futures in submitted for future in futures]
-        results = iter(await self._gather(flat))
+        places = [(g, i) for g, futures in enumerate(submitted) for i in range(len(futures))]
+        on_each = None
+        if on_window is not None:
+            callback = on_window
+
+            def on_each(position: int, segments: list[Segment]) -> None:
+                callback(*places[position], segments)
+
+        results = iter(await self._gather(flat, on_each))
         return [[next(results) for _ in futures] for futures in submitted]
 
-    async def _gather(self, futures: list) -> list[list[Segment]]:
+    async def _gather(
+        self, futures: list, on_each: Callable[[int, list[Segment]], None] | None = None
+    ) -> list[list[Segment]]:
         wrapped = [asyncio.wrap_future(f) for f in futures]
         try:
-            return list(await asyncio.gather(*wrapped))
+            if on_each is None:
+                return list(await asyncio.gather(*wrapped))
+            out = []
+            for position, waiter in enumerate(wrapped):
+                out.append(await waiter)
+                on_each(position, out[-1])
+            return out
         except BaseException:
             # The client went away (or one window failed): free the queue of the rest now.
             self.scheduler.discard(futures)

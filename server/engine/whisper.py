@@ -73,6 +73,9 @@ class Segment:
     temperature: float
     tokens: int
     words: list[Word] = field(default_factory=list)
+    # Token ids and compression ratio of the decode (OpenAI's verbose_json reports both).
+    token_ids: tuple[int, ...] = ()
+    compression_ratio: float = 0.0
 
 
 @dataclass
@@ -352,6 +355,8 @@ def decode_batch(
                     temperature=item.temperature,
                     tokens=len(seg["tokens"]),
                     words=words,
+                    token_ids=tuple(seg["tokens"]),
+                    compression_ratio=float(item.compression_ratio),
                 )
             )
         out.append(result)
