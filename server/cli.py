@@ -7,10 +7,14 @@ import asyncio
 import hashlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
+from server import subtitles
 from server.settings import Settings
+from server.subtitles import TimedWord, cues
 
 
 def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
@@ -19,30 +23,80 @@ def _serve(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     return serve(Settings(**overrides))
 
 
-def _timestamp(seconds: float, sep: str) -> str:
-    ms = round(seconds * 1000)
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
-
-
 def render(body: dict[str, Any], fmt: str) -> str:
-    """Text renderings of a Deepgram body: plain transcript, SRT or WebVTT cues per utterance."""
+    """Text renderings of a Deepgram body: the transcript, or SRT/WebVTT cues cut from the
+    words by the subtitle rules (server/subtitles.py)."""
     if fmt == "json":
         return json.dumps(body, indent=2, ensure_ascii=False) + "\n"
     channels = body["results"]["channels"]
     if fmt == "txt":
         return "\n".join(c["alternatives"][0]["transcript"] for c in channels) + "\n"
-    cues = body["results"].get("utterances", [])
-    sep = "," if fmt == "srt" else "."
-    lines = [] if fmt == "srt" else ["WEBVTT", ""]
-    for index, cue in enumerate(cues, 1):
-        if fmt == "srt":
-            lines.append(str(index))
-        lines.append(f"{_timestamp(cue['start'], sep)} --> {_timestamp(cue['end'], sep)}")
-        lines.extend([cue["transcript"], ""])
-    return "\n".join(lines)
+    words = [
+        TimedWord(w.get("punctuated_word") or w["word"], w["start"], w["end"], w.get("speaker"))
+        for c in channels
+        for w in c["alternatives"][0]["words"]
+    ]
+    words.sort(key=lambda w: w.start)
+    items = cues(words)
+    return subtitles.srt(items) if fmt == "srt" else subtitles.vtt(items)
+
+
+@dataclass
+class Input:
+    """One thing to transcribe: a local file, an http(s) URL, or `-` for standard input."""
+
+    spec: str
+    stem: str
+
+    @property
+    def is_url(self) -> bool:
+        return self.spec.startswith(("http://", "https://"))
+
+
+def _inputs(specs: list[str]) -> list[Input]:
+    seen: dict[str, int] = {}
+    out = []
+    for spec in specs:
+        if spec == "-":
+            stem = "stdin"
+        elif spec.startswith(("http://", "https://")):
+            stem = Path(urlsplit(spec).path).stem or urlsplit(spec).hostname or "url"
+        else:
+            stem = Path(spec).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(Input(spec, stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
+    return out
+
+
+async def _read(item: Input, settings: Settings) -> tuple[bytes | BinaryIO, str]:
+    """The input's bytes and sha256; a URL is fetched under the server's URL limits."""
+    from server.audio.fetch import fetch_url
+
+    if item.is_url:
+        payload = await fetch_url(
+            item.spec,
+            timeout_s=settings.url_timeout_s,
+            limit=settings.url_max_bytes,
+            allow_private=True,  # the operator's own machine asks, not a remote client
+        )
+        return payload.file, payload.sha256
+    data = sys.stdin.buffer.read() if item.spec == "-" else Path(item.spec).read_bytes()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+def _query(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The parameters a client would send: the CLI goes through the REST route's service."""
+    query = [("punctuate", "true"), ("smart_format", "true"), ("utterances", "true")]
+    if args.language:
+        query.append(("language", args.language))
+    if args.detect_language:
+        query.append(("detect_language", "true"))
+    if args.diarize:
+        query.append(("diarize", "true"))
+    multilingual = args.detect_language or (args.language or "en").split("-")[0] != "en"
+    if multilingual and not args.model:
+        query.append(("model", "base"))  # the default tiny.en is English-only
+    return query
 
 
 async def _transcribe_files(args: argparse.Namespace, settings: Settings) -> int:
@@ -53,9 +107,15 @@ async def _transcribe_files(args: argparse.Namespace, settings: Settings) -> int
     from server.engine import Engine, ModelUnavailable
     from server.service import transcribe_source
 
-    missing = [path for path in args.files if not Path(path).is_file()]
+    items = _inputs(args.files)
+    missing = [
+        i.spec for i in items if i.spec != "-" and not i.is_url and not Path(i.spec).is_file()
+    ]
     if missing:
         print(f"openlisten: error: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if sum(i.spec == "-" for i in items) > 1:
+        print("openlisten: error: '-' (stdin) may be given once", file=sys.stderr)
         return 2
     engine = Engine(settings)
     try:
@@ -63,34 +123,49 @@ async def _transcribe_files(args: argparse.Namespace, settings: Settings) -> int
     except ModelUnavailable as exc:
         print(f"openlisten: error: {exc}", file=sys.stderr)
         return 2
-    # The same parameters a client would send, through the same service as the REST route.
-    query = [("punctuate", "true"), ("smart_format", "true"), ("utterances", "true")]
-    if args.language:
-        query.append(("language", args.language))
-    if args.detect_language:
-        query.append(("detect_language", "true"))
-    failures = 0
-    try:
-        for path in tqdm(args.files, unit="file", disable=args.quiet, file=sys.stderr):
-            data = Path(path).read_bytes()
+    query = _query(args)
+    slots = asyncio.Semaphore(max(1, args.jobs))
+    bar = tqdm(total=len(items), unit="file", disable=args.quiet, file=sys.stderr)
+
+    async def one(item: Input) -> str | None:
+        async with slots:
             try:
-                body = await transcribe_source(
-                    engine, data, hashlib.sha256(data).hexdigest(), parse(query), new_request_id()
-                )
+                source, sha256 = await _read(item, settings)
+                for attempt in range(5):
+                    try:
+                        body = await transcribe_source(
+                            engine, source, sha256, parse(query), new_request_id()
+                        )
+                        break
+                    except ApiError as exc:  # the engine is full: wait as a client would
+                        if exc.status != 503 or attempt == 4:
+                            raise
+                        if not isinstance(source, bytes):
+                            source.seek(0)
+                        await asyncio.sleep(exc.retry_after or 1)
             except ApiError as exc:
-                print(f"{path}: {exc.err_msg}", file=sys.stderr)
-                failures += 1
-                continue
-            text = render(body, args.format)
-            if args.output:
-                out = Path(args.output) / (Path(path).stem + f".{args.format}")
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(text)
-            else:
-                sys.stdout.write(text)
+                bar.write(f"{item.spec}: {exc.err_msg}", file=sys.stderr)
+                return None
+            finally:
+                bar.update()
+        for warning in body["metadata"].get("warnings", []):
+            bar.write(f"{item.spec}: warning: {warning['message']}", file=sys.stderr)
+        text = render(body, args.format)
+        if args.output:
+            out = Path(args.output) / f"{item.stem}.{args.format}"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text)
+        return text
+
+    try:
+        # All inputs go to the engine at once (bounded by --jobs): their windows share batches.
+        results = await asyncio.gather(*(one(item) for item in items))
     finally:
+        bar.close()
         engine.stop()
-    return 1 if failures else 0
+    if not args.output:
+        sys.stdout.write("".join(text for text in results if text is not None))
+    return 1 if any(text is None for text in results) else 0
 
 
 def _transcribe(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
@@ -115,40 +190,69 @@ def _models(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     return 0
 
 
+# `serve` flags: each maps to the setting of the same name; its help, default and variable come
+# from the settings model (server/settings_doc.py), so `--help` and docs/configuration.md agree.
+SERVE_FLAGS: dict[str, Any] = {
+    "--host": str,
+    "--port": int,
+    "--model": str,
+    "--preload": str,
+    "--device": ["auto", "cpu", "cuda"],
+    "--compute-type": str,
+    "--cpu-threads": int,
+    "--workers": int,
+    "--batch-size": int,
+    "--batch-window-ms": float,
+    "--queue-max": int,
+    "--queue-max-wait-s": float,
+    "--api-key": str,
+    "--api-keys-file": str,
+    "--log-level": ["debug", "info", "warning", "error"],
+    "--log-format": ["json", "text"],
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from server.settings_doc import describe
+
     parser = argparse.ArgumentParser(prog="openlisten", description=__doc__)
-    parser.add_argument("--config", help="TOML settings file (also OPENLISTEN_CONFIG)")
+    parser.add_argument("--config", help=describe("config"))
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="serve the Deepgram-compatible API")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--model", help="default model: catalog name, CTranslate2 dir, or repo id")
-    serve.add_argument("--preload", action="append", help="also load this model (repeatable)")
-    serve.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    serve.add_argument("--compute-type")
-    serve.add_argument("--cpu-threads", type=int)
-    serve.add_argument("--workers", type=int)
-    serve.add_argument("--batch-size", type=int)
-    serve.add_argument("--batch-window-ms", type=float)
-    serve.add_argument("--queue-max", type=int)
-    serve.add_argument("--queue-max-wait-s", type=float)
-    serve.add_argument("--api-key", action="append", help="accepted API key (repeatable)")
-    serve.add_argument("--api-keys-file")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--log-format", choices=["json", "text"])
+    serve = sub.add_parser(
+        "serve",
+        help="serve the Deepgram- and OpenAI-compatible API",
+        description="Serve /v1/listen (REST + WebSocket), /v1/audio/*, and the page at /. "
+        "Flags win over OPENLISTEN_* variables, which win over the --config file.",
+    )
+    for flag, kind in SERVE_FLAGS.items():
+        dest = flag.removeprefix("--").replace("-", "_")
+        extra: dict[str, Any] = {"choices": kind} if isinstance(kind, list) else {"type": kind}
+        if dest in {"preload", "api_key"}:
+            extra["action"] = "append"
+        serve.add_argument(flag, help=describe(dest), **extra)
     serve.set_defaults(run=_serve)
 
-    tr = sub.add_parser("transcribe", help="transcribe local files offline")
-    tr.add_argument("files", nargs="+")
-    tr.add_argument("--model")
-    tr.add_argument("--language")
-    tr.add_argument("--detect-language", action="store_true")
-    tr.add_argument("--format", choices=["json", "txt", "srt", "vtt"], default="json")
-    tr.add_argument("--output", help="write one file per input into this directory")
-    tr.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    tr.add_argument("--compute-type")
-    tr.add_argument("--quiet", action="store_true")
+    tr = sub.add_parser(
+        "transcribe",
+        help="transcribe files, URLs or stdin offline",
+        description="Transcribe through the server's own pipeline, in-process. Inputs run in "
+        "parallel through one engine (their windows share batches).",
+    )
+    tr.add_argument("files", nargs="+", metavar="INPUT", help="audio file, http(s) URL, or -")
+    tr.add_argument("--model", help="catalog name, CTranslate2 dir or repo id (default: tiny.en)")
+    tr.add_argument("--language", help="spoken language (BCP-47, e.g. en, de, pt-BR)")
+    tr.add_argument("--detect-language", action="store_true", help="detect the language")
+    tr.add_argument("--diarize", action="store_true", help="label speakers (diarize=true)")
+    tr.add_argument(
+        "--format", choices=["json", "txt", "srt", "vtt"], default="json",
+        help="output: Deepgram JSON, plain text, or subtitles (default: json)",
+    )  # fmt: skip
+    tr.add_argument("--output", help="write INPUT-stem.FORMAT files here instead of stdout")
+    tr.add_argument("--jobs", type=int, default=4, help="inputs in flight at once (default: 4)")
+    tr.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: auto")
+    tr.add_argument("--compute-type", help="CTranslate2 compute type (default: int8 on CPU)")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(run=_transcribe)
 
     models = sub.add_parser("models", help="list catalog models; --prepare joins split weights")

@@ -99,6 +99,14 @@ def _default(name: str, field: FieldInfo) -> str:
     return f"`{value}`"
 
 
+def describe(name: str) -> str:
+    """One line for a `serve` flag's help: meaning, default and environment variable."""
+    field = Settings.model_fields[name]
+    meaning = field.description or NOTES.get(name, name.replace("_", " "))
+    default = _default(name, field).replace("`", "")
+    return f"{meaning} (default: {default}; env OPENLISTEN_{name.upper()})".replace("%", "%%")
+
+
 def render() -> str:
     """The table, one row per setting, in the model's field order."""
     flags = _flags()

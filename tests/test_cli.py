@@ -103,3 +103,40 @@ def test_serve_help_lists_the_options():
     run = openlisten("serve", "--help")
     for option in ["--host", "--port", "--model", "--device", "--compute-type", "--api-key"]:
         assert option in run.stdout
+
+
+def test_url_stdin_and_file_in_parallel_with_subtitle_rules(clip, tmp_path):
+    """A URL, stdin and a file in one run, under one progress bar; the 21 s phone call (one
+    75-word cue before) comes out as short cues within the rules."""
+    from tests.subtitle_check import check_cue_rules, parse_cues
+    from tests.test_rest_support import local_host
+
+    call = corpus.by_name("en_multispeaker_pyannote_sample_telephone.wav")
+    timit = corpus.by_name("en_timit_LDC93S1.wav")
+    with local_host({"/calls/call.wav": call.path.read_bytes()}) as host:
+        run = subprocess.run(
+            [sys.executable, "-m", "server", "transcribe", "--format", "srt",
+             "--output", str(tmp_path), f"{host.url}/calls/call.wav", "-", str(clip.path)],
+            input=timit.path.read_bytes(), capture_output=True, timeout=300,
+        )  # fmt: skip
+    stderr = run.stderr.decode(errors="replace")
+    assert run.returncode == 0, stderr
+    assert "3/3" in stderr
+    outputs = {"call": call, "stdin": timit, clip.path.stem: clip}
+    for stem, source in outputs.items():
+        cues = parse_cues((tmp_path / f"{stem}.srt").read_text())
+        check_cue_rules(cues)
+        spoken = " ".join(" ".join(lines) for _, _, lines in cues)
+        assert corpus.wer([source.reference], [spoken]) < 35, (stem, spoken)
+    assert len(parse_cues((tmp_path / "call.srt").read_text())) >= 4
+
+
+def test_every_serve_flag_shows_help_and_default():
+    from server.cli import SERVE_FLAGS
+
+    run = openlisten("serve", "--help")
+    text = " ".join(run.stdout.split())
+    for flag in SERVE_FLAGS:
+        env = "OPENLISTEN_" + flag.removeprefix("--").replace("-", "_").upper()
+        after = text[text.index(f" {flag} ") :]
+        assert f"env {env})" in after[:400] and "(default: " in after[:400], flag
