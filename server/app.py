@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 
-from server.api import health, openai, rest, ws
+from server.api import health, openai, rest, web, ws
 from server.api.auth import require_key
 from server.api.errors import OPENAI_PREFIX, ApiError, render_error
 from server.api.middleware import RequestContext
@@ -87,6 +87,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(health.router)
     app.include_router(rest.router)
     app.include_router(openai.router)
+    app.include_router(web.router)
+    app.mount("/web", web.static_files(), name="web")
     app.include_router(ws.router)
     if settings.cors_origins:
         app.add_middleware(

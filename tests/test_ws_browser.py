@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -18,12 +17,10 @@ import numpy as np
 import pytest
 
 from tests import corpus
-from tests.ws_helpers import pcm16, samples16k
+from tests.browser_helpers import chrome, write_wav
+from tests.ws_helpers import samples16k
 
 PAGE_DIR = Path(__file__).resolve().parent / "browser"
-KEY = "browser-key"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
@@ -42,55 +39,19 @@ def page_server():
     httpd.shutdown()
 
 
-def _wav(path: Path, samples: np.ndarray) -> None:
-    import wave
-
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes(pcm16(samples))
-
-
-def test_seed_live_html_shows_transcript(server_factory, page_server, tmp_path):
-    if not CHROMIUM or not CHROMEDRIVER:
-        pytest.skip(
-            "chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
-        )
-    selenium = pytest.importorskip("selenium", reason="selenium not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-
+def test_seed_live_html_shows_transcript(keyed_server, page_server, tmp_path):
     source = corpus.extra("en_jfk_16k_mono.wav")
     if not source.is_file():
         pytest.skip(corpus.MISSING)
     # The fake microphone loops its file: give each loop a clear pause so utterances end.
     audio = np.concatenate([samples16k(source), np.zeros(16000 * 2, np.float32)])
-    mic = tmp_path / "mic.wav"
-    _wav(mic, audio)
+    mic = write_wav(tmp_path / "mic.wav", audio)
+    driver = chrome(tmp_path, mic=mic)
+    api = keyed_server
+    from selenium.webdriver.common.by import By
 
-    api = server_factory("--api-key", KEY)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        "--autoplay-policy=no-user-gesture-required",
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-audio-capture={mic}",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    del selenium
     try:
-        driver.get(f"{page_server}/live.html?ws={api.ws_url}/v1/listen&key={KEY}")
+        driver.get(f"{page_server}/live.html?ws={api.ws_url}/v1/listen&key={api.key}")
         driver.find_element(By.ID, "start").click()
         deadline = time.monotonic() + 90
         text = ""
