@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     ws_idle_timeout_s: float = Field(default=10.0, gt=0)
     ws_interim_step_s: float = Field(default=0.5, gt=0)
     ws_max_utterance_s: float = Field(default=12.0, gt=1)
+    ws_max_backlog_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="stop reading a stream while more audio than this awaits its finals",
+    )
     ws_max_streams: int = Field(default=64, ge=1)
     ws_min_endpointing_ms: int = Field(
         default=300, ge=32, description="floor under the client's endpointing (Silero hangover)"

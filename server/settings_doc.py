@@ -47,7 +47,7 @@ NOTES = {
     "api_keys_file": "file with one key per line (`#` comments, `sha256:HEX` allowed)",
     "ws_idle_timeout_s": "close a stream that sends nothing for this long",
     "ws_interim_step_s": "audio between interim results",
-    "ws_max_utterance_s": "force a final after this much continuous speech",
+    "ws_max_utterance_s": "cut speech with no endpoint into finals at most this long (3-27 s)",
     "ws_max_streams": "most concurrent streams; more are refused",
     "shutdown_deadline_s": "after SIGTERM, exit within this long (drain streams and requests)",
 }

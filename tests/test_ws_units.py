@@ -1,5 +1,6 @@
 """Pure parts of streaming, without a server: G.711 tables, chunk-size independence of the raw
-decoder, the commit policy, and the message builders."""
+decoder, the endpointing floor, and the message builders. (The state machine's seams:
+tests/test_ws_seams.py.)"""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import pytest
 from server.audio.decode import RawFormat
 from server.audio.stream import RawStreamDecoder, raw_to_float
 from server.deepgram import live
-from server.engine import ModelInfo, Word
+from server.engine import ModelInfo
 from server.streaming import policy
-from server.streaming.policy import TimedWord
+from server.streaming.results import SpeechStarted, StreamResult, StreamWord, UtteranceEnd
 from server.streaming.session import NET_0001, close_reason
 
 
@@ -53,39 +54,6 @@ def test_raw_decoder_is_independent_of_chunk_size(encoding, rate):
     assert abs(whole.shape[1] - 4000 * 16000 / rate) <= 64
 
 
-def _words(*items: tuple[str, float, float]) -> list[TimedWord]:
-    return [TimedWord(Word(f" {t}", s, e, 0.9), -0.2, 3) for t, s, e in items]
-
-
-def test_local_agreement_commits_only_stable_words_clear_of_the_edge():
-    before = _words(
-        ("Hello", 0.0, 0.4), ("there,", 0.5, 0.9), ("my", 1.0, 1.2), ("fiend", 5.0, 5.3)
-    )
-    now = _words(("hello", 0.0, 0.4), ("there", 0.5, 0.9), ("my", 1.0, 1.2), ("friend", 5.0, 5.4))
-    assert policy.agreed_prefix(before, now) == 3  # case and punctuation do not matter
-    committed = policy.stable_commit(before, now, audio_end=6.0)
-    assert [w.key for w in committed] == ["hello", "there", "my"]
-    # The same agreement near the audio edge waits.
-    assert policy.stable_commit(before, now, audio_end=1.5) == now[:1]
-
-
-def test_after_drops_echoes_of_committed_words():
-    words = _words(("country", 9.80, 10.30), ("ask", 10.6, 10.9))
-    assert [w.key for w in policy.after(words, committed_until=10.2)] == ["ask"]
-    assert [w.key for w in policy.after(words, committed_until=9.9)] == ["country", "ask"]
-
-
-def test_cut_point_lies_in_the_gap():
-    committed = _words(("a", 0.0, 1.0))
-    assert policy.cut_point(committed, _words(("b", 1.4, 2.0))) == pytest.approx(1.2)
-    assert policy.cut_point(committed, []) == 1.0
-
-
-def test_forced_commit_keeps_the_edge_words_open():
-    words = _words(("a", 0, 1), ("b", 10, 11), ("c", 20, 21), ("d", 27, 27.5))
-    assert [w.key for w in policy.forced_commit(words, audio_end=28)] == ["a", "b", "c"]
-
-
 def test_endpoint_floor():
     assert policy.endpoint_silence_ms(10, 300, 500) == 300  # Deepgram's default 10 ms
     assert policy.endpoint_silence_ms(800, 300, 500) == 800
@@ -94,20 +62,9 @@ def test_endpoint_floor():
 
 def test_messages_are_known_types_with_required_fields():
     info = ModelInfo("tiny.en", "whisper-tiny.en", "2022", False)
+    empty = StreamResult(0, 1.0, 2.5, (), is_final=True, from_finalize=True)
     messages = [
-        live.results(
-            segments=[],
-            channel=0,
-            channels=1,
-            start=1.0,
-            end=2.5,
-            is_final=True,
-            speech_final=False,
-            from_finalize=True,
-            punctuate=False,
-            request_id="r",
-            model=info,
-        ),
+        live.results(empty, channels=1, punctuate=False, request_id="r", model=info),
         live.metadata(request_id="r", sha256="x", duration=0, channels=0, model=info),
         live.speech_started(0, 2, 1.23456),
         live.utterance_end(1, 2, 2.0),
@@ -127,51 +84,21 @@ def test_messages_are_known_types_with_required_fields():
     json.dumps(messages)
 
 
+def test_stream_events_become_deepgram_messages():
+    info = ModelInfo("tiny.en", "whisper-tiny.en", "2022", False)
+    words = (StreamWord(" Hello,", 1.0, 1.4, 0.9, -0.1), StreamWord(" world.", 1.5, 1.9, 0.8, -0.3))
+    result = StreamResult(1, 0.5, 2.0, words, is_final=True, speech_final=True)
+    context = {"channels": 2, "punctuate": True, "request_id": "r", "model": info}
+    message = live.message(result, **context)
+    alt = message["channel"]["alternatives"][0]
+    assert message["channel_index"] == [1, 2] and message["speech_final"]
+    assert alt["transcript"] == "Hello, world."
+    assert [w["word"] for w in alt["words"]] == ["hello", "world"]
+    assert alt["confidence"] == result.confidence == pytest.approx(0.8187, abs=1e-4)
+    assert live.message(SpeechStarted(1, 0.25), **context) == live.speech_started(1, 2, 0.25)
+    assert live.message(UtteranceEnd(0, 1.9), **context) == live.utterance_end(0, 2, 1.9)
+
+
 def test_close_reasons_fit_the_frame():
     assert len(NET_0001.encode()) == 108 and close_reason(NET_0001) == NET_0001
     assert len(close_reason("é" * 200).encode()) <= 123
-
-
-def test_channel_buffer_stays_bounded_over_long_silence():
-    """An hour of silence must not grow the channel's audio buffer (or open an utterance)."""
-    from server.settings import Settings
-    from server.streaming.channel import Channel, ChannelConfig
-
-    async def go() -> tuple[int, int]:
-        info = ModelInfo("tiny.en", "whisper-tiny.en", "2022", False)
-        config = ChannelConfig(
-            index=0,
-            count=1,
-            model="tiny.en",
-            model_info=info,
-            request_id="r",
-            interim_results=True,
-            punctuate=False,
-            endpoint_ms=300,
-            speech_final=True,
-            utterance_end_ms=None,
-            vad_events=True,
-            vad_threshold=Settings().vad_threshold,
-            interim_step_s=0.5,
-            max_utterance_s=12,
-            final_options=live_options(),
-            interim_options=live_options(),
-        )
-        sent: list[dict] = []
-        channel = Channel(config, engine=None, emit=sent.append, wall_at=lambda _: 0.0)  # type: ignore[arg-type]
-        chunk = np.zeros(16000 * 10, np.float32)
-        for _ in range(60):  # 10 minutes
-            channel.feed(chunk)
-        size = len(channel._audio)
-        await channel.close()
-        return size, len(sent)
-
-    size, sent = asyncio.run(go())
-    assert size <= 16000 * 25
-    assert sent == 0
-
-
-def live_options():
-    from server.engine import DecodeOptions
-
-    return DecodeOptions()

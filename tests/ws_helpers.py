@@ -112,8 +112,9 @@ async def run_stream(
     pace_s: float = 0.0,
     timeout: float = 120.0,
 ) -> Stream:
-    """Send frames in order (bytes = audio, str = text frame, float = pause in seconds), with
-    `pace_s` between audio frames, while collecting every message until the server closes."""
+    """Send frames in order (bytes = audio, str = text frame, float = pause in seconds), the
+    n-th audio frame at `n * pace_s` after the first (a steady clock: sending takes no time off
+    the pace), while collecting every message until the server closes."""
     result = Stream()
     async with websockets.connect(
         url,
@@ -126,16 +127,20 @@ async def run_stream(
         result.subprotocol = ws.subprotocol
 
         async def send() -> None:
+            loop = asyncio.get_running_loop()
+            due = loop.time()
             for frame in frames:
                 if isinstance(frame, float):
                     await asyncio.sleep(frame)
+                    due = loop.time()
                     continue
+                if isinstance(frame, bytes) and pace_s:
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    due += pace_s
                 try:
                     await ws.send(frame)
                 except websockets.ConnectionClosed:
                     return
-                if isinstance(frame, bytes) and pace_s:
-                    await asyncio.sleep(pace_s)
 
         async def receive() -> None:
             try:

@@ -8,6 +8,7 @@ busy, loading or draining) instead of the 403 a close-before-accept would produc
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from fastapi import APIRouter, WebSocket
 
@@ -19,6 +20,7 @@ from server.prerecorded import whisper_language
 from server.service import raw_format
 from server.settings import Settings
 from server.streaming import policy
+from server.streaming.config import StreamConfig
 from server.streaming.session import Session, StreamSpec
 
 router = APIRouter()
@@ -77,14 +79,18 @@ async def _spec(
     elif params.detect_language:
         language = ""  # detect on the first window
     hotwords = " ".join(params.keyterms) or None
-    final = DecodeOptions(language=language, beam_size=settings.ws_beam_size, hotwords=hotwords)
-    interim = DecodeOptions(language=language, beam_size=1, temperatures=(0.0,), hotwords=hotwords)
-    return StreamSpec(
-        request_id=request_id,
+    # Each window is decoded once, as REST decodes its windows: one segment, words from the
+    # alignment (with timestamp tokens Whisper may stop early and leave words for a re-decode
+    # from a later seek that never comes).
+    final = DecodeOptions(
+        language=language,
+        beam_size=settings.ws_beam_size,
+        hotwords=hotwords,
+        without_timestamps=True,
+    )
+    interim = replace(final, beam_size=1, temperatures=(0.0,))
+    config = StreamConfig(
         model=resolution.name,
-        model_info=loaded.info,
-        raw=raw_format(params),
-        multichannel=params.multichannel,
         interim_results=params.interim_results,
         punctuate=params.punctuated,
         endpoint_ms=policy.endpoint_silence_ms(
@@ -96,9 +102,18 @@ async def _spec(
         vad_threshold=settings.vad_threshold,
         interim_step_s=settings.ws_interim_step_s,
         max_utterance_s=settings.ws_max_utterance_s,
-        idle_timeout_s=settings.ws_idle_timeout_s,
         final_options=final,
         interim_options=interim,
+    )
+    return StreamSpec(
+        request_id=request_id,
+        model_info=loaded.info,
+        raw=raw_format(params),
+        multichannel=params.multichannel,
+        idle_timeout_s=settings.ws_idle_timeout_s,
+        max_backlog_s=settings.ws_max_backlog_s,
+        close_deadline_s=settings.shutdown_deadline_s,
+        config=config,
     )
 
 
@@ -122,7 +137,7 @@ async def listen(ws: WebSocket) -> None:
     await ws.accept(subprotocol=scheme, headers=[(b"dg-request-id", request_id.encode())])
     session = Session(ws, engine, spec)
     app.state.streams.add(session)
-    log.info("stream opened", extra={"request_id": request_id, "model": spec.model})
+    log.info("stream opened", extra={"request_id": request_id, "model": spec.config.model})
     try:
         await session.run()
     finally:
@@ -132,6 +147,6 @@ async def listen(ws: WebSocket) -> None:
             extra={
                 "request_id": request_id,
                 "audio_seconds": round(session.samples / 16000, 3),
-                "lag_s": round(session.lag_s, 3),
+                "backlog_s": round(session.backlog_s, 3),
             },
         )

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from server.deepgram import response
-from server.engine import ModelInfo, Segment
+from server.engine import ModelInfo, Word
+from server.streaming.results import SpeechStarted, StreamEvent, StreamResult, UtteranceEnd
 
 KNOWN_TYPES = frozenset(
     {
@@ -32,36 +33,52 @@ def _seconds(value: float) -> float:
 
 
 def results(
+    result: StreamResult,
     *,
-    segments: Sequence[Segment],
-    channel: int,
     channels: int,
-    start: float,
-    end: float,
-    is_final: bool,
-    speech_final: bool,
-    from_finalize: bool,
     punctuate: bool,
     request_id: str,
     model: ModelInfo,
 ) -> dict[str, Any]:
-    """One Results message; `segments` carry words already on the stream clock."""
-    alt, _ = response.alternative(segments, punctuate=punctuate, paragraphs=False)
+    """One Results message; the result's words are already on the stream clock."""
+    words = [Word(w.text, w.start, w.end, w.confidence) for w in result.words]
+    entries = response.word_entries(words, punctuate)
+    alternative = {
+        "transcript": response.transcript_of(entries, punctuate),
+        "confidence": result.confidence if entries else 0.0,
+        "words": entries,
+    }
     return {
         "type": "Results",
-        "channel_index": [channel, channels],
-        "duration": _seconds(end - start),
-        "start": _seconds(start),
-        "is_final": is_final,
-        "speech_final": speech_final,
-        "from_finalize": from_finalize,
-        "channel": {"alternatives": [alt]},
+        "channel_index": [result.channel, channels],
+        "duration": _seconds(result.end - result.start),
+        "start": _seconds(result.start),
+        "is_final": result.is_final,
+        "speech_final": result.speech_final,
+        "from_finalize": result.from_finalize,
+        "channel": {"alternatives": [alternative]},
         "metadata": {
             "request_id": request_id,
             "model_uuid": model.uuid,
             "model_info": model.as_deepgram(),
         },
     }
+
+
+def message(
+    event: StreamEvent, *, channels: int, punctuate: bool, request_id: str, model: ModelInfo
+) -> dict[str, Any]:
+    """The Deepgram message for anything a stream produces."""
+    match event:
+        case StreamResult():
+            return results(
+                event, channels=channels, punctuate=punctuate, request_id=request_id, model=model
+            )
+        case SpeechStarted(channel, timestamp):
+            return speech_started(channel, channels, timestamp)
+        case UtteranceEnd(channel, last_word_end):
+            return utterance_end(channel, channels, last_word_end)
+    raise TypeError(f"no Deepgram message for {event!r}")
 
 
 def metadata(

@@ -1,99 +1,78 @@
-"""The commit policy: which decoded words become final, as pure functions over word lists.
+"""Which decoded words a result may show, as pure functions over word lists (stream seconds).
 
-Finals are immutable, so a word may only be committed once the decoder has stopped changing its
-mind about it. For utterances that end at a pause, the endpoint decides (the whole utterance is
-decoded once more and committed). For long monologues with no pause, words are committed
-piecewise by *local agreement*: two consecutive decodes of the growing window must agree on a
-prefix of words, and only agreed words that end comfortably before the audio's edge are
-committed (the last word or two of any decode is often cut or misheard). This is the idea of
-LocalAgreement-2 from the whisper_streaming paper (Macháček et al., 2023), written here on
-absolute word times.
-
-All times are seconds on the stream clock.
+Finals tile the stream: each covers [start, end) and is never changed or sent twice, so every
+word must land in exactly one of them. A word belongs to the final that holds its midpoint.
+Decodes overlap at every seam (a final's decode reads audio past a cut, the next one reads
+seconds of left context), so both sides see a word at the seam whole; but two decodes may time
+the same word a little differently, and a midpoint that moves across the seam would lose the
+word (neither takes it) or repeat it (both do). So the left seam is settled by text first: a
+decode that repeats the last committed words (same words at about the same times: an *echo*)
+continues right after them, whatever its times say; only without an echo do midpoints decide.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 
-from server.deepgram.response import normalize
-from server.engine import Word
+from server.streaming.results import StreamWord
 
-# A word this close to the end of the decoded audio may still change: never commit it early.
-EDGE_MARGIN_S = 1.0
-
-
-@dataclass(frozen=True)
-class TimedWord:
-    """A decoded word on the stream clock, with the segment statistics it came from."""
-
-    word: Word
-    avg_logprob: float
-    tokens: int
-
-    @property
-    def key(self) -> str:
-        return normalize(self.word.text)
-
-    @property
-    def start(self) -> float:
-        return self.word.start
-
-    @property
-    def end(self) -> float:
-        return self.word.end
+# How far a word's time may move between two decodes of the same audio and still be the same.
+ECHO_WINDOW_S = 0.6
+# An echo repeats committed words, which lie before the seam: its last word's midpoint must
+# not be later than this past the seam (a new word that happens to repeat one is not an echo).
+ECHO_REACH_S = 0.3
+ECHO_WORDS = 5  # the longest committed tail looked for
 
 
-def after(words: Sequence[TimedWord], committed_until: float) -> list[TimedWord]:
-    """Words not yet committed: those whose middle lies after the committed edge.
+def echo_end(
+    words: Sequence[StreamWord], committed: Sequence[StreamWord], seam: float
+) -> int | None:
+    """Index just past the words that repeat the committed tail, or None when none do.
 
-    Re-decoding a window that starts inside the last committed word can yield that word again
-    (or its tail); the midpoint rule drops such echoes without losing a word that merely
-    starts a few milliseconds early.
+    The longest tail (up to `ECHO_WORDS`) found as consecutive words of `words`, each within
+    `ECHO_WINDOW_S` of the committed word's time, wins; among equal matches, the closest in time.
     """
-    return [w for w in words if (w.start + w.end) / 2 > committed_until and w.key]
+    tail = list(committed[-ECHO_WORDS:])
+    for n in range(len(tail), 0, -1):
+        keys = [w.key for w in tail[-n:]]
+        best: tuple[float, int] | None = None
+        for i in range(len(words) - n + 1):
+            run = words[i : i + n]
+            if [w.key for w in run] != keys or run[-1].mid > seam + ECHO_REACH_S:
+                continue
+            drift = max(abs(a.mid - b.mid) for a, b in zip(run, tail[-n:], strict=True))
+            if drift <= ECHO_WINDOW_S and (best is None or drift < best[0]):
+                best = (drift, i + n)
+        if best is not None:
+            return best[1]
+    return None
 
 
-def agreed_prefix(previous: Sequence[TimedWord], current: Sequence[TimedWord]) -> int:
-    """How many leading words two consecutive hypotheses share (compared as normalised text)."""
-    count = 0
-    for old, new in zip(previous, current, strict=False):
-        if old.key != new.key:
-            break
-        count += 1
-    return count
+def owned(
+    words: Sequence[StreamWord],
+    start: float,
+    end: float = math.inf,
+    committed: Sequence[StreamWord] = (),
+) -> list[StreamWord]:
+    """The words of one decode that belong to the result covering [start, end).
+
+    `committed` are the words already final before `start` (the newest last). Words kept are
+    clamped into [start, end], so a result's words never stray outside it.
+    """
+    words = [w for w in words if w.key]  # a lone punctuation mark is not a word
+    first = echo_end(words, committed, start)
+    if first is None:
+        first = next((i for i, w in enumerate(words) if w.mid >= start), len(words))
+    return [_clamp(w, start, end) for w in words[first:] if w.mid < end]
 
 
-def stable_commit(
-    previous: Sequence[TimedWord],
-    current: Sequence[TimedWord],
-    audio_end: float,
-    margin_s: float = EDGE_MARGIN_S,
-) -> list[TimedWord]:
-    """The words of `current` that may be committed now: agreed and clear of the audio edge."""
-    agreed = current[: agreed_prefix(previous, current)]
-    out: list[TimedWord] = []
-    for word in agreed:
-        if word.end > audio_end - margin_s:
-            break
-        out.append(word)
-    return out
-
-
-def forced_commit(
-    current: Sequence[TimedWord], audio_end: float, margin_s: float = EDGE_MARGIN_S * 2
-) -> list[TimedWord]:
-    """When agreement never comes and the window must shrink: keep all but the edge words."""
-    return [w for w in current if w.end <= audio_end - margin_s]
-
-
-def cut_point(committed: Sequence[TimedWord], rest: Sequence[TimedWord]) -> float:
-    """Where to start the next window: in the gap after the last committed word."""
-    last_end = committed[-1].end
-    if rest and rest[0].start > last_end:
-        return (last_end + rest[0].start) / 2
-    return last_end
+def _clamp(word: StreamWord, start: float, end: float) -> StreamWord:
+    if start <= word.start and word.end <= end:
+        return word
+    lo = min(max(word.start, start), end)
+    return replace(word, start=lo, end=min(max(word.end, lo), end))
 
 
 def endpoint_silence_ms(endpointing_ms: int | None, vad_min_ms: int, disabled_ms: int) -> int:

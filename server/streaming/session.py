@@ -1,10 +1,16 @@
 """One live stream: frames in, controls handled, channels driven, messages out, clean close.
 
 The session owns the connection's life: it feeds binary frames to the incremental decoder,
-hands decoded audio to one `Channel` per transcribed channel, answers the control messages
-(KeepAlive, Finalize, CloseStream, Configure), enforces the idle timeout, and ends every stream
-the same way (final Results -> Metadata -> close 1000) whether the client asked (CloseStream or
-an empty frame) or the server is shutting down (`shutdown()`).
+hands decoded audio to one `Channel` per transcribed channel, turns what the channels produce
+into Deepgram messages, answers the control messages (KeepAlive, Finalize, CloseStream,
+Configure), enforces the idle timeout, and ends every stream the same way (final Results ->
+Metadata -> close 1000) whether the client asked (CloseStream or an empty frame) or the server
+is shutting down (`shutdown()`).
+
+A client may send faster than real time. While the audio still to be decoded into finals
+exceeds `max_backlog_s`, the session stops reading the socket: TCP then slows the sender, memory
+stays bounded, and every byte that was read is transcribed. If a stream must end before its
+finals are done (the close deadline), the client gets an `Error` and a close that says so.
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ from server import metrics
 from server.audio.decode import AudioError, RawFormat
 from server.audio.stream import make_decoder
 from server.deepgram import live
-from server.engine import DecodeOptions, Engine, ModelInfo
-from server.streaming.channel import Channel, ChannelConfig
+from server.engine import Engine, ModelInfo
+from server.streaming.channel import Channel
+from server.streaming.config import StreamConfig
+from server.streaming.decoding import EngineDecoder
+from server.streaming.results import StreamEvent
 from server.vad import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -37,32 +46,25 @@ NET_0001 = (
     "See https://dpgr.am/net0001"
 )
 DATA_0000 = "DATA-0000: the payload cannot be decoded as audio"
+UNFINISHED = "the stream closed before all of its audio could be transcribed"
 CLOSE_NORMAL = 1000
 CLOSE_DATA = 1002
 CLOSE_TIMEOUT = 1011
+CLOSE_UNFINISHED = 1011
 
 
 @dataclass(frozen=True)
 class StreamSpec:
-    """Everything fixed at the handshake that shapes the stream."""
+    """What the handshake fixed for the stream's life; `config` is what `Configure` replaces."""
 
     request_id: str
-    model: str
     model_info: ModelInfo
     raw: RawFormat | None
     multichannel: bool
-    interim_results: bool
-    punctuate: bool
-    endpoint_ms: int
-    speech_final: bool
-    utterance_end_ms: int | None
-    vad_events: bool
-    vad_threshold: float
-    interim_step_s: float
-    max_utterance_s: float
     idle_timeout_s: float
-    final_options: DecodeOptions
-    interim_options: DecodeOptions
+    max_backlog_s: float  # stop reading the socket while more audio than this awaits finals
+    close_deadline_s: float  # longest wait for the last finals when the stream ends
+    config: StreamConfig
 
 
 def close_reason(text: str) -> str:
@@ -108,6 +110,7 @@ class Session:
         self.ws = ws
         self.engine = engine
         self.spec = spec
+        self.config = spec.config
         self.outbox = Outbox(ws)
         self.channels: list[Channel] = []
         self.audio_channels = 0
@@ -117,15 +120,16 @@ class Session:
         self._wall_samples: list[int] = []
         self._stop = asyncio.Event()
         self._finished = asyncio.Event()
+        self._progress = asyncio.Event()  # a channel sent a final: the backlog shrank
         self._error: AudioError | None = None
         self.decoder = make_decoder(spec.raw, self._on_audio, self._on_audio_error)
         self.started = time.monotonic()
 
     # --- measurements ------------------------------------------------------------------------
     @property
-    def lag_s(self) -> float:
-        """Seconds of received audio not yet decoded (worst channel): how far behind we are."""
-        return max((c.lag_s for c in self.channels), default=0.0)
+    def backlog_s(self) -> float:
+        """Seconds of received audio that finals have yet to cover (worst channel)."""
+        return max((c.backlog_s for c in self.channels), default=0.0)
 
     def _wall_at(self, sample: int) -> float:
         """Wall time at which the audio up to `sample` had arrived."""
@@ -143,6 +147,7 @@ class Session:
         if not self.spec.multichannel:
             samples = samples.mean(axis=0, keepdims=True) if samples.shape[0] > 1 else samples
         self.samples += samples.shape[1]
+        metrics.AUDIO_SECONDS.labels("stream").inc(samples.shape[1] / SAMPLE_RATE)
         now = time.monotonic()
         self._wall.append((self.samples, now))
         self._wall_samples.append(self.samples)
@@ -155,25 +160,27 @@ class Session:
         self.audio_channels = count
         total = count if self.spec.multichannel else 1
         for index in range(total):
-            config = ChannelConfig(
-                index=index,
-                count=total,
-                model=self.spec.model,
-                model_info=self.spec.model_info,
-                request_id=self.spec.request_id,
-                interim_results=self.spec.interim_results,
-                punctuate=self.spec.punctuate,
-                endpoint_ms=self.spec.endpoint_ms,
-                speech_final=self.spec.speech_final,
-                utterance_end_ms=self.spec.utterance_end_ms,
-                vad_events=self.spec.vad_events,
-                vad_threshold=self.spec.vad_threshold,
-                interim_step_s=self.spec.interim_step_s,
-                max_utterance_s=self.spec.max_utterance_s,
-                final_options=self.spec.final_options,
-                interim_options=self.spec.interim_options,
+            self.channels.append(
+                Channel(
+                    index,
+                    self.config,
+                    EngineDecoder(self.engine, self.config.final_options.language),
+                    self._emit,
+                    self._wall_at,
+                    self._progress.set,
+                )
             )
-            self.channels.append(Channel(config, self.engine, self.outbox.put, self._wall_at))
+
+    def _emit(self, event: StreamEvent) -> None:
+        self.outbox.put(
+            live.message(
+                event,
+                channels=len(self.channels),
+                punctuate=self.config.punctuate,
+                request_id=self.spec.request_id,
+                model=self.spec.model_info,
+            )
+        )
 
     def _on_audio_error(self, error: AudioError) -> None:
         self._error = error
@@ -224,14 +231,13 @@ class Session:
             )
             return
         hotwords = " ".join(k.strip() for k in keyterms if k.strip()) or None
-        for channel in self.channels:
-            channel.cfg.final_options = replace(channel.cfg.final_options, hotwords=hotwords)
-            channel.cfg.interim_options = replace(channel.cfg.interim_options, hotwords=hotwords)
-        self.spec = replace(
-            self.spec,
-            final_options=replace(self.spec.final_options, hotwords=hotwords),
-            interim_options=replace(self.spec.interim_options, hotwords=hotwords),
+        self.config = replace(
+            self.config,
+            final_options=replace(self.config.final_options, hotwords=hotwords),
+            interim_options=replace(self.config.interim_options, hotwords=hotwords),
         )
+        for channel in self.channels:
+            channel.configure(self.config)
         self.outbox.put(live.configure_success(self.spec.request_id, keyterms))
 
     # --- the connection loop -----------------------------------------------------------------
@@ -251,11 +257,20 @@ class Session:
             stop_wait.cancel()
             await self._cleanup()
             metrics.ACTIVE_STREAMS.dec()
-            metrics.AUDIO_SECONDS.labels("stream").inc(self.samples / SAMPLE_RATE)
             self._finished.set()
 
     async def _receive_loop(self, stop_wait: asyncio.Task) -> str:
         while True:
+            if self.backlog_s > self.spec.max_backlog_s:
+                # Not reading is the backpressure: the socket's buffers fill and TCP slows the
+                # sender. No idle timeout meanwhile: the wait is ours, not the client's.
+                self._progress.clear()
+                progress = asyncio.create_task(self._progress.wait())
+                await asyncio.wait({progress, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                progress.cancel()
+                if stop_wait.done():
+                    return "stop"
+                continue
             receive = asyncio.create_task(self.ws.receive())
             done, _ = await asyncio.wait(
                 {receive, stop_wait},
@@ -290,7 +305,18 @@ class Session:
             self.outbox.put(live.error(str(self._error), variant="DATA-0000"))
         pending = [channel.flush(from_finalize=False) for channel in self.channels]
         if pending:
-            await asyncio.wait(pending, timeout=self.engine.settings.shutdown_deadline_s)
+            _, late = await asyncio.wait(pending, timeout=self.spec.close_deadline_s)
+            if late:
+                # Never lose audio silently: say that (and how much) was left untranscribed.
+                left = self.backlog_s
+                log.warning("stream closed unfinished", extra={"untranscribed_s": round(left, 2)})
+                self.outbox.put(
+                    live.error(
+                        f"{UNFINISHED}: {left:.1f} s were not transcribed in time",
+                        variant="INCOMPLETE",
+                    )
+                )
+                code, reason, metadata = CLOSE_UNFINISHED, UNFINISHED, False
         if metadata:
             self.outbox.put(
                 live.metadata(

@@ -1,0 +1,34 @@
+"""A stream's settings: one frozen value, so `Configure` replaces it whole and every decode
+sees one consistent set (never half an update)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.engine import DecodeOptions
+from server.streaming.endpointer import EndpointerConfig
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    model: str  # the engine's name for the served model
+    interim_results: bool
+    punctuate: bool
+    endpoint_ms: int  # silence that closes an utterance (after the floor)
+    speech_final: bool  # False when the client disabled endpointing
+    utterance_end_ms: int | None
+    vad_events: bool
+    vad_threshold: float
+    interim_step_s: float  # new audio between interim decodes
+    max_utterance_s: float  # speech without a pause this long is cut into finals
+    final_options: DecodeOptions
+    interim_options: DecodeOptions
+
+    @property
+    def endpointer(self) -> EndpointerConfig:
+        return EndpointerConfig(
+            threshold=self.vad_threshold,
+            endpoint_ms=self.endpoint_ms,
+            speech_final=self.speech_final,
+            max_utterance_s=self.max_utterance_s,
+        )
