@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketState
 
 from server.api import health, openai, rest, web, ws
-from server.api.auth import require_key
-from server.api.errors import OPENAI_PREFIX, ApiError, render_error
+from server.api.errors import ApiError, render_error
 from server.api.middleware import RequestContext
 from server.engine import Engine
+from server.errors import InvalidRequest, ServiceError
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,34 +58,20 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.streams = set()  # open WebSocket sessions; shutdown flushes each (server/runner.py)
     app.state.load_error = None
 
-    @app.middleware("http")
-    async def gate(request: Request, call_next):  # type: ignore[no-untyped-def]
-        """Auth, readiness and draining for the transcription routes, before any body is read."""
-        if request.url.path.startswith(("/v1/listen", OPENAI_PREFIX)):
-            try:
-                require_key(request.headers, settings.key_digests)
-                if app.state.draining:
-                    raise ApiError(503, "SERVER_DRAINING", "Server is shutting down", retry_after=5)
-                if not engine.ready:
-                    raise ApiError(503, "MODEL_LOADING", "Models are still loading", retry_after=5)
-            except ApiError as exc:
-                return render_error(request.url.path, exc, request.state.request_id)
-        return await call_next(request)
-
+    @app.exception_handler(ServiceError)
     @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return render_error(request.url.path, exc, request.state.request_id)
+    async def service_error(conn: HTTPConnection, exc: Exception) -> JSONResponse | None:
+        """The one renderer of refusals: a JSON reply, or a refused WebSocket handshake."""
+        return await _render(conn, exc)  # type: ignore[arg-type]
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        error = ApiError(400, "Bad Request", str(exc))
-        return render_error(request.url.path, error, request.state.request_id)
+    async def validation_error(conn: HTTPConnection, exc: RequestValidationError) -> JSONResponse:
+        return await _render(conn, InvalidRequest("Bad Request: malformed request"))  # type: ignore[return-value]
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"request_id": request.state.request_id})
-        error = ApiError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
-        return render_error(request.url.path, error, request.state.request_id)
+    async def unexpected(conn: HTTPConnection, exc: Exception) -> JSONResponse | None:
+        log.exception("unhandled error", extra={"request_id": _request_id(conn)})
+        return await _render(conn, ApiError(500, "INTERNAL_SERVER_ERROR", "Internal server error"))
 
     app.include_router(health.router)
     app.include_router(rest.router)
@@ -100,6 +89,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         )
     app.add_middleware(RequestContext)
     return app
+
+
+def _request_id(conn: HTTPConnection) -> str:
+    return conn.scope.get("state", {}).get("request_id") or ""
+
+
+async def _render(conn: HTTPConnection, exc: ServiceError | ApiError) -> JSONResponse | None:
+    """HTTP and a WebSocket still in its handshake get the error response; an accepted socket,
+    whose session failed, is closed with 1011 instead (nothing else can be sent on it)."""
+    if isinstance(conn, WebSocket) and conn.application_state != WebSocketState.CONNECTING:
+        if conn.application_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await conn.close(1011)
+        return None
+    return render_error(conn.url.path, exc, _request_id(conn))
 
 
 async def drain(app: FastAPI) -> None:

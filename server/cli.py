@@ -102,9 +102,10 @@ def _query(args: argparse.Namespace) -> list[tuple[str, str]]:
 async def _transcribe_files(args: argparse.Namespace, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from server.api.errors import ApiError, new_request_id
+    from server.api.errors import new_request_id
     from server.api.params import parse
     from server.engine import Engine, ModelUnavailable
+    from server.errors import ServiceError, Unavailable
     from server.service import transcribe_source
 
     items = _inputs(args.files)
@@ -137,14 +138,14 @@ async def _transcribe_files(args: argparse.Namespace, settings: Settings) -> int
                             engine, source, sha256, parse(query), new_request_id()
                         )
                         break
-                    except ApiError as exc:  # the engine is full: wait as a client would
-                        if exc.status != 503 or attempt == 4:
+                    except Unavailable as exc:  # the engine is full: wait as a client would
+                        if attempt == 4:
                             raise
                         if not isinstance(source, bytes):
                             source.seek(0)
-                        await asyncio.sleep(exc.retry_after or 1)
-            except ApiError as exc:
-                bar.write(f"{item.spec}: {exc.err_msg}", file=sys.stderr)
+                        await asyncio.sleep(exc.retry_after)
+            except ServiceError as exc:
+                bar.write(f"{item.spec}: {exc}", file=sys.stderr)
                 return None
             finally:
                 bar.update()

@@ -10,19 +10,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from faster_whisper.tokenizer import _LANGUAGE_CODES
 from faster_whisper.vad import VadOptions
 
 from server.audio.decode import DecodedAudio
 from server.engine import DecodeOptions, Engine, Priority, Segment, Word
+from server.notices import Notices
 from server.vad import SpeechPlan, plan_speech
 
 
 @dataclass
 class TranscribeRequest:
     model: str
-    language: str | None = "en"  # None: detect
-    detect_language: bool = False
+    language: str | None = "en"  # a Whisper code (server.language decides), or None: detect
     keyterms: list[str] = field(default_factory=list)
     multichannel: bool = False
     task: str = "transcribe"  # or "translate" (into English; multilingual models only)
@@ -41,12 +40,14 @@ class ChannelTranscript:
         return [word for segment in self.segments for word in segment.words]
 
 
-def whisper_language(code: str | None) -> str | None:
-    """`en-US` -> `en`; None for codes Whisper does not know."""
-    if not code:
-        return None
-    base = code.split("-")[0]
-    return base if base in _LANGUAGE_CODES else None
+@dataclass
+class Transcript:
+    """What the pipeline hands back: one entry per transcribed channel, on the file clock."""
+
+    channels: list[ChannelTranscript]
+    duration: float  # seconds of audio decoded
+    audio_channels: int  # channels in the input, whether or not they were mixed down
+    notices: Notices = field(default_factory=Notices)
 
 
 def vad_options(engine: Engine) -> VadOptions:
@@ -78,15 +79,13 @@ async def transcribe(
     engine: Engine,
     audio: DecodedAudio,
     request: TranscribeRequest,
-    warnings: list[tuple[str, str]] | None = None,
     on_segments: Callable[[int, list[Segment]], None] | None = None,
-) -> list[ChannelTranscript]:
-    """Transcribe every channel (or the mono mix); appends (parameter, message) warnings.
+) -> Transcript:
+    """Transcribe every channel (or the mono mix) of decoded audio.
 
     `on_segments(channel, segments)` hears each window's segments on the file clock, in order,
     as they are decoded.
     """
-    warnings = warnings if warnings is not None else []
     loaded = await engine.model(request.model)
     # Refuse before spending CPU on VAD when even one more window would not be admitted.
     engine.scheduler.check_admission(1, request.model)
@@ -101,29 +100,11 @@ async def transcribe(
         ]
     )
 
-    language = whisper_language(request.language)
-    if request.language and language is None:
-        warnings.append(
-            (
-                "language",
-                f"language '{request.language}' is not supported; detected the language instead",
-            )
-        )
-    if not loaded.multilingual and (language or "en") != "en":
-        warnings.append(
-            (
-                "language",
-                f"model '{request.model}' is English-only; "
-                f"transcribed as English, not '{request.language}'",
-            )
-        )
-        language = "en"
-
-    detect = loaded.multilingual and (request.detect_language or language is None)
+    detect = loaded.multilingual and request.language is None
     results: list[ChannelTranscript] = []
     decode_jobs = []
     for plan in plans:
-        lang, confidence = (language or "en"), None
+        lang, confidence = (request.language or "en"), None
         if detect and plan.windows:
             lang, confidence = await engine.detect_language(request.model, plan.windows[0].audio)
         results.append(ChannelTranscript([], lang, confidence))
@@ -167,4 +148,13 @@ async def transcribe(
             continue
         for window, segments in zip(plan.windows, next(it), strict=True):
             result.segments.extend(to_file_clock(plan, window.offset, segments))
-    return results
+    transcript = Transcript(results, audio.duration, audio.channels)
+    if audio.truncated:
+        transcript.notices.add(
+            "audio",
+            f"the audio ends early: its header declares {audio.declared_duration:.2f} s but only "
+            f"{audio.duration:.2f} s could be decoded (truncated upload?); "
+            "transcribed what arrived",
+            "truncated_audio",
+        )
+    return transcript

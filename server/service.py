@@ -1,75 +1,74 @@
 """From received audio bytes to a Deepgram body: the one path shared by REST, callbacks and CLI.
 
-It maps domain failures (bad audio, too long, overload) to Deepgram-shaped `ApiError`s, so
-every caller reports them alike.
+Every failure leaves here as a domain error (`server.errors`), which the API layer maps to a
+Deepgram (or OpenAI) error once; the CLI prints the same message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from server import logs, metrics
-from server.api.errors import ApiError, bad_request
 from server.api.params import ListenParams
 from server.audio.decode import (
     AudioError,
     AudioTooLong,
     DecodedAudio,
+    DecodeLimits,
     RawFormat,
     check_encoding,
     decode,
 )
 from server.deepgram import response
-from server.engine import Engine, ModelUnavailable, Overloaded, Segment
-from server.prerecorded import ChannelTranscript, TranscribeRequest, transcribe
+from server.engine import Engine
+from server.errors import InvalidParameter, InvalidRequest
+from server.language import choose_language
+from server.notices import Notices
+from server.prerecorded import TranscribeRequest, transcribe
 
 
 def raw_format(params: ListenParams) -> RawFormat | None:
     try:
         raw = check_encoding(params.encoding, params.sample_rate)
     except AudioError as exc:
-        raise bad_request(str(exc), "INVALID_QUERY_PARAMETER") from exc
+        raise InvalidParameter(str(exc)) from exc
     if raw is not None:
         raw = RawFormat(raw.encoding, raw.sample_rate, params.channels)
     return raw
 
 
+def decode_limits(engine: Engine) -> DecodeLimits:
+    settings = engine.settings
+    return DecodeLimits(max_duration_s=settings.max_duration_s, max_channels=settings.max_channels)
+
+
 async def decode_input(
-    engine: Engine, source: bytes | BinaryIO, raw: RawFormat | None = None
-) -> DecodedAudio:
-    """Decode received bytes off the event loop, within the duration limit."""
-    try:
-        return await asyncio.to_thread(
-            decode, source, raw, max_duration_s=engine.settings.max_duration_s
-        )
-    except AudioTooLong as exc:
-        raise ApiError(413, "PAYLOAD_TOO_LARGE", str(exc)) from exc
-    except AudioError as exc:
-        raise bad_request(f"Bad Request: {exc}") from exc
-
-
-async def run(
     engine: Engine,
-    audio: DecodedAudio,
-    request: TranscribeRequest,
-    warnings: list[tuple[str, str]],
-    on_segments: Callable[[int, list[Segment]], None] | None = None,
-) -> list[ChannelTranscript]:
-    """Transcribe decoded audio through the engine; overload and missing models become errors."""
-    try:
-        return await transcribe(engine, audio, request, warnings, on_segments)
-    except Overloaded as exc:
-        raise ApiError(
-            503,
-            "TOO_MANY_REQUESTS",
-            f"Server busy: {exc}; retry later",
-            retry_after=exc.retry_after,
-        ) from exc
-    except ModelUnavailable as exc:
-        raise ApiError(503, "MODEL_UNAVAILABLE", str(exc), retry_after=30) from exc
+    source: bytes | BinaryIO,
+    raw: RawFormat | None = None,
+    *,
+    mono: bool = True,
+) -> DecodedAudio:
+    """Decode on a worker thread within the limits, holding one of the engine's decode slots.
+
+    The slot is held until the thread is done even if the caller is cancelled (a client that
+    hangs up cannot free a slot whose decode still runs).
+    """
+    async with engine.decode_slots.take():
+        work = asyncio.ensure_future(
+            asyncio.to_thread(decode, source, raw, limits=decode_limits(engine), mono=mono)
+        )
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await asyncio.wait({work})
+            raise
+        except AudioTooLong:
+            raise
+        except AudioError as exc:  # Deepgram's wording for audio it cannot read
+            raise InvalidRequest(f"Bad Request: {exc}") from exc
 
 
 def account(kind: str, model: str, audio: DecodedAudio, started: float) -> None:
@@ -88,48 +87,46 @@ async def transcribe_source(
     params: ListenParams,
     request_id: str,
 ) -> dict[str, Any]:
-    """Decode, transcribe and shape one input; raises ApiError for anything the client did."""
+    """Decode, transcribe and shape one input; raises a ServiceError for anything that fails."""
     started = time.monotonic()
     raw = raw_format(params)
     resolution = engine.resolve_model(params.model)
-    if resolution.warning:
-        params.warn("model", resolution.warning, "model_fallback")
-    audio = await decode_input(engine, source, raw)
-
-    warnings: list[tuple[str, str]] = []
-    if audio.truncated:
-        params.warn(
-            "audio",
-            f"the audio ends early: its header declares {audio.declared_duration:.2f} s but only "
-            f"{audio.duration:.2f} s could be decoded (truncated upload?); "
-            "transcribed what arrived",
-            "truncated_audio",
-        )
-    request = TranscribeRequest(
-        model=resolution.name,
-        language=None if params.detect_language else (params.language or "en"),
-        detect_language=params.detect_language,
-        keyterms=params.keyterms,
-        multichannel=params.multichannel,
-    )
-    channels = await run(engine, audio, request, warnings)
-    for parameter, message in warnings:
-        params.warn(parameter, message, "parameter_adjusted")
-
-    account("rest", resolution.name, audio, started)
     loaded = await engine.model(resolution.name)
+    language = choose_language(
+        params.language,
+        params.detect_language,
+        model=resolution.name,
+        multilingual=loaded.multilingual,
+    )
+    audio = await decode_input(engine, source, raw, mono=not params.multichannel)
+    transcript = await transcribe(
+        engine,
+        audio,
+        TranscribeRequest(
+            model=resolution.name,
+            language=language,
+            keyterms=params.keyterms,
+            multichannel=params.multichannel,
+        ),
+    )
+    notices = Notices()
+    notices.extend(params.warnings)
+    if resolution.warning:
+        notices.add("model", resolution.warning, "model_fallback")
+    notices.extend(transcript.notices)
+    account("rest", resolution.name, audio, started)
     meta = response.metadata(
         request_id=request_id,
         sha256=sha256,
-        duration=audio.duration,
-        channels=audio.channels,
+        duration=transcript.duration,
+        channels=transcript.audio_channels,
         model=loaded.info,
-        warnings=[w.as_dict() for w in params.warnings],
+        warnings=notices.as_dicts(),
         tags=params.tags,
         extra=params.extra,
     )
     return response.prerecorded(
-        channels,
+        transcript.channels,
         meta,
         punctuate=params.punctuated,
         paragraphs=params.want_paragraphs,

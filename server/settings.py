@@ -82,6 +82,24 @@ class Settings(BaseSettings):
     # --- limits --------------------------------------------------------------------------------
     max_body_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_duration_s: float = Field(default=4 * 3600.0, gt=0)
+    max_channels: int = Field(
+        default=64, ge=1, le=1024, description="most audio channels in one input; more get 413"
+    )
+    query_max_params: int = Field(
+        default=256, ge=16, description="most query parameters in one request; more get 400"
+    )
+    query_max_value_chars: int = Field(
+        default=4096, ge=256, description="longest query parameter value; longer gets 400"
+    )
+    keyterms_max: int = Field(
+        default=100, ge=1, description="most distinct keyterms/keywords (repeats count once)"
+    )
+    decode_max_concurrent: int = Field(
+        default=0, ge=0, description="files decoded at once; 0 = one per CPU core"
+    )
+    decode_max_waiting: int = Field(
+        default=16, ge=0, description="uploads waiting for a decode slot; more get 503"
+    )
     url_timeout_s: float = Field(default=30.0, gt=0)
     url_max_bytes: int = Field(default=2 * 1024**3, ge=1)
     url_allow_private: bool = Field(
@@ -163,6 +181,10 @@ class Settings(BaseSettings):
         if self.workers:
             return self.workers
         return 1 if self.resolved_device == "cuda" else min(2, os.cpu_count() or 1)
+
+    @cached_property
+    def resolved_decode_concurrency(self) -> int:
+        return self.decode_max_concurrent or max(1, os.cpu_count() or 1)
 
     @cached_property
     def resolved_compute_type(self) -> str:

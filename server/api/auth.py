@@ -1,12 +1,9 @@
-"""API-key checks for REST (`Authorization`) and WebSocket (header or subprotocol)."""
+"""Reading and checking API keys: `Authorization` headers, browser subprotocols, digests."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
-
-from server.api.errors import ApiError
 
 SCHEMES = {"token", "bearer"}
 
@@ -37,16 +34,3 @@ def key_matches(key: str | None, digests: frozenset[str]) -> bool:
         return False
     digest = hashlib.sha256(key.encode()).hexdigest()
     return any(hmac.compare_digest(digest, known) for known in digests)
-
-
-def require_key(
-    headers: Mapping[str, str], digests: frozenset[str], key: str | None = None
-) -> None:
-    """Raise 401 unless auth is off or the request carries a configured key."""
-    if not digests:
-        return
-    key = key or parse_authorization(headers.get("authorization"))
-    if key is None:
-        raise ApiError(401, "INVALID_AUTH", "Invalid credentials. No Authorization header.")
-    if not key_matches(key, digests):
-        raise ApiError(401, "INVALID_AUTH", "Invalid credentials.")

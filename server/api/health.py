@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 
 from server import metrics
-from server.api.auth import require_key
+from server.api.gate import authorize
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -38,10 +38,8 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ready", "models": sorted(engine.pool.served)})
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", dependencies=[Depends(authorize)])
 async def models(request: Request) -> dict:
-    settings = request.app.state.settings
-    require_key(request.headers, settings.key_digests)
     engine = request.app.state.engine
     served = sorted(engine.pool.served)
     return {
@@ -65,9 +63,8 @@ async def models(request: Request) -> dict:
 
 @router.get("/metrics")
 async def metrics_endpoint(request: Request) -> Response:
-    settings = request.app.state.settings
-    if not settings.metrics_open:
-        require_key(request.headers, settings.key_digests)
+    if not request.app.state.settings.metrics_open:
+        authorize(request)
     try:
         request.app.state.engine.sample_gauges()
     except Exception:  # NVML missing or broken must not fail the scrape of everything else

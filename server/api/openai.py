@@ -1,8 +1,8 @@
 """Thin routes for OpenAI's `POST /v1/audio/transcriptions` and `/v1/audio/translations`.
 
-Auth, draining and readiness are the app's gate (Bearer keys work as they do for Deepgram's
-`Token`); errors render in OpenAI's shape there too. The multipart body is read under the same
-byte limit as `/v1/listen`, chunked or not.
+Auth, draining and readiness are the shared gate (`server/api/gate.py`; Bearer keys work as
+they do for Deepgram's `Token`); errors render in OpenAI's shape there too. The multipart body
+is read under the same byte limit as `/v1/listen`, chunked or not.
 """
 
 from __future__ import annotations
@@ -12,20 +12,22 @@ import logging
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from server.api.disconnect import ClientGone, unless_disconnected
 from server.api.errors import ApiError, openai_error_response
+from server.api.gate import admit
 from server.audio.fetch import too_large
 from server.engine import Segment
+from server.errors import ServiceError
 from server.openai import response
 from server.openai.params import AudioParams, parse
 from server.openai.service import transcribe
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(admit)])
 log = logging.getLogger(__name__)
 MAX_FIELDS = 64
 
@@ -67,7 +69,7 @@ async def _form(request: Request, task: str) -> tuple[AudioParams, BinaryIO]:
     try:
         fields = [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
         return parse(fields, task), upload.file
-    except ApiError:
+    except ServiceError:
         await form.close()
         raise
 
@@ -110,7 +112,7 @@ async def _stream(request: Request, params: AudioParams, file: BinaryIO) -> Resp
                 item = await queue.get()
             try:
                 result = work.result()
-            except ApiError as exc:
+            except (ServiceError, ApiError) as exc:
                 body = openai_error_response(exc, request.state.request_id).body
                 yield b"event: error\ndata: " + bytes(body) + b"\n\n"
                 return

@@ -6,11 +6,16 @@ strict where it is strict (a bad value for a known parameter is a 400).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from starlette.datastructures import QueryParams
+
+from server.errors import InvalidParameter
+from server.notices import Notices
+from server.settings import Settings
 
 TRUE = {"true", "1", "yes", "on"}
 FALSE = {"false", "0", "no", "off"}
@@ -45,18 +50,8 @@ UNSUPPORTED = {
 }
 
 
-class ParamError(ValueError):
+class ParamError(InvalidParameter):
     """A known parameter with a value we cannot accept (400 INVALID_QUERY_PARAMETER)."""
-
-
-@dataclass
-class Warning_:
-    parameter: str
-    type: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"parameter": self.parameter, "type": self.type, "message": self.message}
 
 
 @dataclass
@@ -83,7 +78,7 @@ class ListenParams:
     endpointing_ms: int | None = 10  # None: endpointing disabled
     utterance_end_ms: int | None = None
     vad_events: bool = False
-    warnings: list[Warning_] = field(default_factory=list)
+    warnings: Notices = field(default_factory=Notices)
 
     @property
     def punctuated(self) -> bool:
@@ -94,7 +89,12 @@ class ListenParams:
         return self.paragraphs or self.smart_format
 
     def warn(self, parameter: str, message: str, kind: str = "unsupported_parameter") -> None:
-        self.warnings.append(Warning_(parameter, kind, message))
+        self.warnings.add(parameter, message, kind)
+
+
+def shown(value: str, limit: int = 64) -> str:
+    """A client's value, quoted for an error message: short, so a huge value is not echoed."""
+    return repr(value[:limit] + ("…" if len(value) > limit else ""))
 
 
 def parse_bool(name: str, value: str) -> bool:
@@ -103,28 +103,33 @@ def parse_bool(name: str, value: str) -> bool:
         return True
     if lowered in FALSE:
         return False
-    raise ParamError(f"Invalid value for '{name}': expected true or false, got '{value}'")
+    raise ParamError(f"Invalid value for '{name}': expected true or false, got {shown(value)}")
+
+
+def _number(name: str, value: str, kind: str) -> float:
+    """A finite float: `inf`, `nan` and `1e400` are refused, not carried into arithmetic."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ParamError(
+            f"Invalid value for '{name}': expected {kind}, got {shown(value)}"
+        ) from None
+    if not math.isfinite(number):
+        raise ParamError(f"Invalid value for '{name}': expected a finite number")
+    return number
 
 
 def _int(name: str, value: str, low: int | None = None, high: int | None = None) -> int:
-    try:
-        number = int(float(value))
-    except ValueError:
-        raise ParamError(
-            f"Invalid value for '{name}': expected an integer, got '{value}'"
-        ) from None
+    number = int(_number(name, value, "an integer"))
     if (low is not None and number < low) or (high is not None and number > high):
         raise ParamError(f"Invalid value for '{name}': {number} is out of range")
     return number
 
 
-def _float(name: str, value: str, low: float = 0.0) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ParamError(f"Invalid value for '{name}': expected a number, got '{value}'") from None
-    if number < low:
-        raise ParamError(f"Invalid value for '{name}': {number} is out of range")
+def _float(name: str, value: str, low: float = 0.0, high: float = 1e6) -> float:
+    number = _number(name, value, "a number")
+    if not low <= number <= high:
+        raise ParamError(f"Invalid value for '{name}': {number:g} is out of range")
     return number
 
 
@@ -132,7 +137,7 @@ def _language(value: str) -> str:
     """BCP-47 (`en-US`, `pt-BR`) -> Whisper code (`en`, `pt`); `multi` means detect."""
     code = value.strip().lower().replace("_", "-")
     if not code or not all(part.isalnum() for part in code.split("-")) or len(code) > 16:
-        raise ParamError(f"Invalid value for 'language': '{value}'")
+        raise ParamError(f"Invalid value for 'language': {shown(value)}")
     return code
 
 
@@ -140,20 +145,60 @@ def _callback_url(value: str) -> str:
     """Refuse a callback we could never deliver now, rather than failing silently later."""
     parts = urlsplit(value.strip())
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ParamError(f"Invalid value for 'callback': '{value[:200]}' is not an http(s) URL")
+        raise ParamError(f"Invalid value for 'callback': {shown(value)} is not an http(s) URL")
     return value.strip()
 
 
-def parse(query: QueryParams | Iterable[tuple[str, str]]) -> ListenParams:
+@dataclass(frozen=True)
+class ParamLimits:
+    """Caps on what one query string may ask for (the settings `query_*` and `keyterms_max`)."""
+
+    max_params: int = 256
+    max_value_chars: int = 4096
+    max_keyterms: int = 100
+    max_keyterm_chars: int = 100
+    max_channels: int = 32
+
+
+def param_limits(settings: Settings) -> ParamLimits:
+    """The caps configured in `Settings`."""
+    return ParamLimits(
+        max_params=settings.query_max_params,
+        max_value_chars=settings.query_max_value_chars,
+        max_keyterms=settings.keyterms_max,
+        max_channels=settings.max_channels,
+    )
+
+
+def parse(
+    query: QueryParams | Iterable[tuple[str, str]], limits: ParamLimits | None = None
+) -> ListenParams:
+    limits = limits or ParamLimits()
     items = list(query.multi_items() if isinstance(query, QueryParams) else query)
+    if len(items) > limits.max_params:
+        raise ParamError(
+            f"Too many query parameters: {len(items)} (this server accepts {limits.max_params})"
+        )
     out = ListenParams()
     seen: set[str] = set()
+    keyterms: dict[str, str] = {}  # casefolded -> first spelling: repeats steer nothing more
     for key, value in items:
         name = key.strip().lower()
+        if len(value) > limits.max_value_chars or len(name) > 64:
+            raise ParamError(
+                f"Query parameter {shown(name)} is too long (the limit is "
+                f"{limits.max_value_chars} characters)"
+            )
         if name in {"keyterm", "keywords"}:
             term = value.rsplit(":", 1)[0] if name == "keywords" and ":" in value else value
-            if term.strip():
-                out.keyterms.append(term.strip())
+            term = " ".join(term.split())
+            if len(term) > limits.max_keyterm_chars:
+                raise ParamError(
+                    f"Invalid value for '{name}': a term is longer than "
+                    f"{limits.max_keyterm_chars} characters"
+                )
+            if term:
+                keyterms.setdefault(term.casefold(), term)
         elif name == "tag":
             out.tags.append(value)
         elif name == "extra":
@@ -162,14 +207,19 @@ def parse(query: QueryParams | Iterable[tuple[str, str]]) -> ListenParams:
         elif name in seen and name not in UNSUPPORTED:
             continue  # the first value of a scalar parameter wins
         else:
-            _apply(out, name, value)
+            _apply(out, name, value, limits)
         seen.add(name)
+    if len(keyterms) > limits.max_keyterms:
+        raise ParamError(
+            f"Too many keyterms: {len(keyterms)} (this server accepts {limits.max_keyterms})"
+        )
+    out.keyterms = list(keyterms.values())
     if out.smart_format and not out.punctuate:
         out.punctuate = True
     return out
 
 
-def _apply(out: ListenParams, name: str, value: str) -> None:
+def _apply(out: ListenParams, name: str, value: str, limits: ParamLimits) -> None:
     if name == "model":
         out.model = value
     elif name in {"language", "lang"}:
@@ -191,14 +241,14 @@ def _apply(out: ListenParams, name: str, value: str) -> None:
     }:
         setattr(out, name, parse_bool(name, value))
     elif name == "utt_split":
-        out.utt_split = _float(name, value)
+        out.utt_split = _float(name, value, 0.0, 3600.0)
     elif name in {"encoding", "format", "codec"}:
         enc = value.strip().lower()
         out.encoding = "linear16" if enc == "pcm" else enc
     elif name == "sample_rate":
         out.sample_rate = _int(name, value, 1000, 384000)
     elif name == "channels":
-        out.channels = _int(name, value, 1, 32)
+        out.channels = _int(name, value, 1, limits.max_channels)
     elif name == "callback":
         out.callback = _callback_url(value)
     elif name == "callback_method":

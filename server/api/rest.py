@@ -8,32 +8,36 @@ import logging
 from typing import Any, TypeVar
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse
 
 from server.api.disconnect import ClientGone, unless_disconnected
-from server.api.errors import ApiError, bad_request
-from server.api.params import ListenParams, ParamError, parse
+from server.api.errors import error_body, to_api_error
+from server.api.gate import admit
+from server.api.params import ListenParams, param_limits, parse
 from server.audio.fetch import Payload, collect, fetch_url, too_large
 from server.engine import Engine
+from server.errors import (
+    InvalidJson,
+    InvalidParameter,
+    InvalidRequest,
+    ServiceError,
+)
 from server.service import transcribe_source
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(admit)])
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
 def _params(request: Request) -> ListenParams:
-    try:
-        return parse(request.query_params)
-    except ParamError as exc:
-        raise bad_request(str(exc), "INVALID_QUERY_PARAMETER") from exc
+    return parse(request.query_params, param_limits(request.app.state.settings))
 
 
 async def _url_payload(request: Request, url: Any) -> Payload:
     settings = request.app.state.settings
     if not isinstance(url, str) or not url:
-        raise bad_request('Invalid JSON: expected {"url": "https://..."}', "INVALID_JSON")
+        raise InvalidJson('Invalid JSON: expected {"url": "https://..."}')
     return await fetch_url(
         url,
         timeout_s=settings.url_timeout_s,
@@ -54,14 +58,14 @@ async def _body_payload(request: Request) -> Payload:
         try:
             body = json.loads(raw or b"null")
         except ValueError as exc:
-            raise bad_request("Invalid JSON submitted.", "INVALID_JSON") from exc
+            raise InvalidJson("Invalid JSON submitted.") from exc
         if not isinstance(body, dict) or "url" not in body:
-            raise bad_request('Invalid JSON: expected {"url": "https://..."}', "INVALID_JSON")
+            raise InvalidJson('Invalid JSON: expected {"url": "https://..."}')
         return await _url_payload(request, body["url"])
     payload = await collect(request.stream(), limit)
     if payload.size == 0:
         payload.close()
-        raise bad_request(
+        raise InvalidRequest(
             "Bad Request: the request body is empty; send audio bytes or "
             'JSON {"url": ...} with Content-Type application/json'
         )
@@ -101,8 +105,8 @@ async def _callback(app: Any, payload: Payload, params: ListenParams, request_id
         body = await transcribe_source(
             app.state.engine, payload.file, payload.sha256, params, request_id
         )
-    except ApiError as exc:
-        body = {"err_code": exc.err_code, "err_msg": exc.err_msg, "request_id": request_id}
+    except ServiceError as exc:
+        body = error_body(to_api_error(exc), request_id)
     finally:
         payload.close()
     async with httpx.AsyncClient(timeout=30) as client:
@@ -136,6 +140,6 @@ async def listen_url(request: Request) -> JSONResponse:
     params = _params(request)
     url = request.query_params.get("url")
     if not url:
-        raise bad_request("Missing the 'url' query parameter", "INVALID_QUERY_PARAMETER")
+        raise InvalidParameter("Missing the 'url' query parameter")
     payload = await _url_payload(request, url)
     return await _respond(request, payload, params)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, Depends, WebSocket
 
-from server.api.auth import key_matches, parse_authorization, parse_subprotocols
-from server.api.errors import ApiError, bad_request, error_response
-from server.api.params import ListenParams, ParamError, parse
-from server.engine import DecodeOptions, Engine, ModelUnavailable, Overloaded
-from server.prerecorded import whisper_language
+from server.api.auth import parse_subprotocols
+from server.api.gate import admit
+from server.api.params import ListenParams, param_limits, parse
+from server.engine import DecodeOptions, Engine
+from server.errors import Busy
+from server.language import choose_language
 from server.service import raw_format
 from server.settings import Settings
 from server.streaming import policy
@@ -27,57 +28,28 @@ router = APIRouter()
 log = logging.getLogger(__name__)
 
 
-def _authorize(ws: WebSocket, settings: Settings) -> str | None:
-    """Check the key (header first, then browser subprotocol); return the scheme to echo."""
-    scheme, proto_key = parse_subprotocols(list(ws.scope.get("subprotocols") or []))
-    if settings.auth_enabled:
-        header = ws.headers.get("authorization")
-        key = parse_authorization(header) if header else proto_key
-        if key is None:
-            raise ApiError(401, "INVALID_AUTH", "Invalid credentials. No Authorization header.")
-        if not key_matches(key, settings.key_digests):
-            raise ApiError(401, "INVALID_AUTH", "Invalid credentials.")
-    return scheme
-
-
-def _admit(ws: WebSocket, engine: Engine, settings: Settings) -> None:
-    state = ws.app.state
-    if state.draining:
-        raise ApiError(503, "SERVER_DRAINING", "Server is shutting down", retry_after=5)
-    if not engine.ready:
-        raise ApiError(503, "MODEL_LOADING", "Models are still loading", retry_after=5)
-    if len(state.streams) >= settings.ws_max_streams:
-        raise ApiError(
-            503,
-            "TOO_MANY_REQUESTS",
+def _admit_stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
+    """Past the shared gate: a free stream slot and room in the inference queue."""
+    if len(ws.app.state.streams) >= settings.ws_max_streams:
+        raise Busy(
             f"Server busy: the limit of {settings.ws_max_streams} streams is reached",
             retry_after=5,
         )
-    try:
-        engine.scheduler.check_admission(1)
-    except Overloaded as exc:
-        raise ApiError(
-            503, "TOO_MANY_REQUESTS", f"Server busy: {exc}", retry_after=exc.retry_after
-        ) from exc
+    engine.scheduler.check_admission(1)
 
 
 async def _spec(
     params: ListenParams, engine: Engine, settings: Settings, request_id: str
 ) -> StreamSpec:
     resolution = engine.resolve_model(params.model)
-    try:
-        loaded = await engine.model(resolution.name)
-    except ModelUnavailable as exc:
-        raise ApiError(503, "MODEL_UNAVAILABLE", str(exc), retry_after=30) from exc
-    language = whisper_language(params.language or "en")
-    if params.language and language is None:
-        raise bad_request(
-            f"Invalid value for 'language': '{params.language}'", "INVALID_QUERY_PARAMETER"
-        )
-    if not loaded.multilingual:
-        language = "en"
-    elif params.detect_language:
-        language = ""  # detect on the first window
+    loaded = await engine.model(resolution.name)
+    chosen = choose_language(
+        params.language,
+        params.detect_language,
+        model=resolution.name,
+        multilingual=loaded.multilingual,
+    )
+    language = "" if chosen is None else chosen  # "": detect on the first window
     hotwords = " ".join(params.keyterms) or None
     # Each window is decoded once, as REST decodes its windows: one segment, words from the
     # alignment (with timestamp tokens Whisper may stop early and leave words for a re-decode
@@ -117,23 +89,17 @@ async def _spec(
     )
 
 
-@router.websocket("/v1/listen")
+@router.websocket("/v1/listen", dependencies=[Depends(admit)])
 async def listen(ws: WebSocket) -> None:
+    """Refusals raised before `accept` become real HTTP replies (the app's error handler)."""
     app = ws.app
     settings: Settings = app.state.settings
     engine: Engine = app.state.engine
     request_id: str = ws.scope.get("state", {}).get("request_id") or ""
-    try:
-        scheme = _authorize(ws, settings)
-        try:
-            params = parse(ws.query_params)
-        except ParamError as exc:
-            raise bad_request(str(exc), "INVALID_QUERY_PARAMETER") from exc
-        _admit(ws, engine, settings)
-        spec = await _spec(params, engine, settings, request_id)
-    except ApiError as exc:
-        await ws.send_denial_response(error_response(exc, request_id))
-        return
+    params = parse(ws.query_params, param_limits(settings))
+    _admit_stream(ws, engine, settings)
+    spec = await _spec(params, engine, settings, request_id)
+    scheme = parse_subprotocols(list(ws.scope.get("subprotocols") or []))[0]
     await ws.accept(subprotocol=scheme, headers=[(b"dg-request-id", request_id.encode())])
     session = Session(ws, engine, spec)
     app.state.streams.add(session)

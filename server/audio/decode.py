@@ -14,6 +14,8 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+from server.errors import InvalidRequest, PayloadTooLarge
+
 SAMPLE_RATE = 16000
 
 # Deepgram `encoding` -> FFmpeg raw demuxer. Encodings that always travel in a container
@@ -30,12 +32,12 @@ CONTAINER_ENCODINGS = {"flac", "opus", "ogg-opus", "mp3", "aac", "wav", "ogg", "
 UNSUPPORTED_ENCODINGS = {"amr-nb", "amr-wb", "speex", "g729"}
 
 
-class AudioError(ValueError):
+class AudioError(InvalidRequest):
     """Input that cannot be decoded as audio; the message is safe to show to the client."""
 
 
-class AudioTooLong(AudioError):
-    """Decoded audio exceeds the configured duration limit."""
+class AudioTooLong(AudioError, PayloadTooLarge):
+    """The audio exceeds a configured limit (duration, channels)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class DecodedAudio:
     samples: np.ndarray
     # What the container's header promised, when it says; more than what decoded = truncated.
     declared_duration: float | None = None
+    # Channels in the input; more than `samples` has when they were mixed down while decoding.
+    source_channels: int = 0
 
     @property
     def truncated(self) -> bool:
@@ -68,7 +72,7 @@ class DecodedAudio:
 
     @property
     def channels(self) -> int:
-        return int(self.samples.shape[0])
+        return self.source_channels or int(self.samples.shape[0])
 
     @property
     def duration(self) -> float:
@@ -76,7 +80,17 @@ class DecodedAudio:
 
     def mono(self) -> np.ndarray:
         """Deepgram mixes channels down unless `multichannel` is set."""
-        return self.samples[0] if self.channels == 1 else self.samples.mean(axis=0)
+        return self.samples[0] if self.samples.shape[0] == 1 else self.samples.mean(axis=0)
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one input may cost: checked from the header, then while decoding, never after."""
+
+    max_duration_s: float | None = None
+    max_channels: int = 64
+    min_sample_rate: int = 1000
+    max_sample_rate: int = 768000
 
 
 def check_encoding(encoding: str | None, sample_rate: int | None) -> RawFormat | None:
@@ -104,7 +118,7 @@ def open_container(source: BinaryIO, raw: RawFormat | None) -> av.container.Inpu
             options.update({"ch_layout": layout} if layout else {"channels": str(raw.channels)})
             return av.open(source, mode="r", format=raw.demuxer, options=options)
         return av.open(source, mode="r", options={"probesize": "5000000"})
-    except av.error.FFmpegError as exc:
+    except Exception as exc:  # FFmpegError, or PyAV's own errors on a hostile header
         raise AudioError("failed to process audio: corrupt or unsupported data") from exc
 
 
@@ -135,44 +149,132 @@ def _declared_duration(
     return None
 
 
+def _audio_stream(
+    container: av.container.InputContainer, raw: RawFormat | None, limits: DecodeLimits
+) -> tuple[av.audio.stream.AudioStream, int]:
+    """The first audio stream and its channel count, refused early when it is not sane audio."""
+    if not container.streams.audio:
+        raise AudioError("failed to process audio: no audio stream found")
+    stream = container.streams.audio[0]
+    context = stream.codec_context
+    if context is None or stream.layout is None:
+        raise AudioError("failed to process audio: corrupt or unsupported data")
+    channels = context.channels or (raw.channels if raw else 0)
+    if channels < 1:
+        raise AudioError("failed to process audio: the audio declares no channels")
+    if channels > limits.max_channels:
+        raise AudioTooLong(
+            f"audio has {channels} channels; this server accepts at most {limits.max_channels}"
+        )
+    rate = context.sample_rate or 0
+    if not limits.min_sample_rate <= rate <= limits.max_sample_rate:
+        raise AudioError(
+            f"failed to process audio: a sample rate of {rate} Hz is outside "
+            f"{limits.min_sample_rate}-{limits.max_sample_rate} Hz"
+        )
+    return stream, channels
+
+
+class _Collector:
+    """Decoded 16 kHz frames gathered into one buffer, refused the moment they pass the limit.
+
+    Sized from the header when it states a duration (one allocation, no final copy), grown
+    geometrically otherwise; channels are mixed down as they arrive when the caller wants mono,
+    so memory is bounded by `limit x kept channels`, whatever the input claims.
+    """
+
+    def __init__(self, channels: int, limit: int | None, hint: int) -> None:
+        self.channels = channels
+        self.limit = limit
+        capacity = max(hint, SAMPLE_RATE)
+        if limit is not None:
+            capacity = min(capacity, limit + SAMPLE_RATE)
+        self._buffer = np.empty((channels, capacity), np.float32)
+        self.size = 0
+
+    def add(self, chunk: np.ndarray) -> None:
+        if self.channels == 1 and chunk.shape[0] > 1:
+            chunk = chunk.mean(axis=0, keepdims=True)
+        end = self.size + chunk.shape[1]
+        if self.limit is not None and end > self.limit:
+            raise AudioTooLong(
+                f"audio is longer than the limit of {self.limit / SAMPLE_RATE:g} seconds"
+            )
+        if end > self._buffer.shape[1]:
+            grown = max(end, int(self._buffer.shape[1] * 1.5))
+            if self.limit is not None:
+                grown = min(grown, self.limit + SAMPLE_RATE)
+            bigger = np.empty((self.channels, grown), np.float32)
+            bigger[:, : self.size] = self._buffer[:, : self.size]
+            self._buffer = bigger
+        self._buffer[:, self.size : end] = chunk[: self.channels]
+        self.size = end
+
+    def result(self) -> np.ndarray:
+        return np.ascontiguousarray(self._buffer[:, : self.size])
+
+
 def decode(
     data: bytes | BinaryIO,
     raw: RawFormat | None = None,
     *,
-    max_duration_s: float | None = None,
+    limits: DecodeLimits | None = None,
+    mono: bool = False,
 ) -> DecodedAudio:
-    """Decode a whole input to 16 kHz float32, keeping channels apart."""
+    """Decode a whole input to 16 kHz float32 (channels apart, or mixed down when `mono`).
+
+    The duration limit is checked three times: against the header before anything is decoded,
+    against the input clock before each frame is resampled (so one frame at an absurd rate
+    cannot balloon), and against the output, resampler tail included.
+    """
+    limits = limits or DecodeLimits()
     source = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     container = open_container(source, raw)
     try:
-        if not container.streams.audio:
-            raise AudioError("failed to process audio: no audio stream found")
-        stream = container.streams.audio[0]
-        channels = stream.codec_context.channels or (raw.channels if raw else 1)
-        resampler = resampler_for(stream)
-        limit = int(max_duration_s * SAMPLE_RATE) if max_duration_s else None
-        pieces: list[np.ndarray] = []
-        total = 0
         try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    pieces.append(planar(out))
-                    total += pieces[-1].shape[1]
-                if limit is not None and total > limit:
-                    raise AudioTooLong(
-                        f"audio is longer than the limit of {max_duration_s:g} seconds"
-                    )
-            for out in resampler.resample(None):
-                pieces.append(planar(out))
-        except av.error.FFmpegError as exc:
-            if not pieces:
-                raise AudioError("failed to process audio: corrupt or unsupported data") from exc
-            # A truncated file decodes up to the damage, like ffmpeg does; keep what we have.
-        if not pieces or sum(p.shape[1] for p in pieces) == 0:
+            stream, channels = _audio_stream(container, raw, limits)
+            declared = _declared_duration(container, stream)
+        except AudioError:
+            raise
+        except Exception as exc:  # PyAV raises assorted types on hostile headers
+            raise AudioError("failed to process audio: corrupt or unsupported data") from exc
+        max_s = limits.max_duration_s
+        if max_s and declared and declared > max_s + 1:
+            raise AudioTooLong(
+                f"audio is longer than the limit of {max_s:g} seconds "
+                f"(its header declares {declared:.0f} s)"
+            )
+        limit = int(max_s * SAMPLE_RATE) if max_s else None
+        hint = int((declared or 60) * 1.02 * SAMPLE_RATE)
+        out = _Collector(1 if mono else channels, limit, hint)
+        _decode_into(container, stream, out, max_s)
+        if out.size == 0:
             raise AudioError("failed to process audio: no audio samples could be decoded")
-        samples = np.concatenate(pieces, axis=1).astype(np.float32, copy=False)
-        if samples.shape[0] != channels and channels:
-            samples = samples[:channels]
-        return DecodedAudio(np.ascontiguousarray(samples), _declared_duration(container, stream))
+        return DecodedAudio(out.result(), declared, channels)
     finally:
         container.close()
+
+
+def _decode_into(
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+    out: _Collector,
+    max_s: float | None,
+) -> None:
+    resampler = resampler_for(stream)
+    seconds_in = 0.0
+    try:
+        for frame in container.decode(stream):
+            seconds_in += frame.samples / (frame.sample_rate or stream.codec_context.sample_rate)
+            if max_s and seconds_in > max_s:
+                raise AudioTooLong(f"audio is longer than the limit of {max_s:g} seconds")
+            for chunk in resampler.resample(frame):
+                out.add(planar(chunk))
+        for chunk in resampler.resample(None):
+            out.add(planar(chunk))
+    except AudioError:
+        raise
+    except Exception as exc:  # FFmpegError, and PyAV's odd ValueError/TypeError on bad frames
+        if out.size == 0:
+            raise AudioError("failed to process audio: corrupt or unsupported data") from exc
+        # A truncated file decodes up to the damage, like ffmpeg does; keep what we have.

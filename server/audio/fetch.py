@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from server.api.errors import ApiError, bad_request
+from server.errors import InvalidRequest, PayloadTooLarge, RemoteContentError
 
 SPOOL_BYTES = 64 * 1024 * 1024
 
@@ -30,8 +30,8 @@ class Payload:
         self.file.close()
 
 
-def too_large(limit: int) -> ApiError:
-    return ApiError(413, "PAYLOAD_TOO_LARGE", f"Payload too large: the limit is {limit} bytes")
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"Payload too large: the limit is {limit} bytes")
 
 
 async def collect(chunks: AsyncIterator[bytes], limit: int) -> Payload:
@@ -56,17 +56,17 @@ async def collect(chunks: AsyncIterator[bytes], limit: int) -> Payload:
 def _check_host(url: str, allow_private: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise bad_request(f"Invalid url: '{url[:200]}' is not an http(s) URL")
+        raise InvalidRequest(f"Invalid url: '{url[:200]}' is not an http(s) URL")
     if allow_private:
         return
     try:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 80)
     except OSError as exc:
-        raise bad_request(f"Could not resolve the url's host: {exc}") from exc
+        raise InvalidRequest(f"Could not resolve the url's host: {exc}") from exc
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if address.is_private or address.is_loopback or address.is_link_local:
-            raise bad_request("The url points at a private address, which this server refuses")
+            raise InvalidRequest("The url points at a private address, which this server refuses")
 
 
 async def fetch_url(url: str, *, timeout_s: float, limit: int, allow_private: bool) -> Payload:
@@ -75,12 +75,11 @@ async def fetch_url(url: str, *, timeout_s: float, limit: int, allow_private: bo
     try:
         return await asyncio.wait_for(_download(url, timeout_s, limit), timeout_s)
     except (asyncio.TimeoutError, httpx.TimeoutException) as exc:
-        raise bad_request(
-            f"Could not download the url: no complete answer within {timeout_s:g} s",
-            "REMOTE_CONTENT_ERROR",
+        raise RemoteContentError(
+            f"Could not download the url: no complete answer within {timeout_s:g} s"
         ) from exc
     except httpx.HTTPError as exc:
-        raise bad_request(f"Could not download the url: {exc}", "REMOTE_CONTENT_ERROR") from exc
+        raise RemoteContentError(f"Could not download the url: {exc}") from exc
 
 
 async def _download(url: str, timeout_s: float, limit: int) -> Payload:
@@ -89,9 +88,8 @@ async def _download(url: str, timeout_s: float, limit: int) -> Payload:
         client.stream("GET", url) as response,
     ):
         if response.status_code >= 400:
-            raise bad_request(
-                f"Could not download the url: the remote server answered {response.status_code}",
-                "REMOTE_CONTENT_ERROR",
+            raise RemoteContentError(
+                f"Could not download the url: the remote server answered {response.status_code}"
             )
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:

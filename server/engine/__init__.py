@@ -1,4 +1,5 @@
-"""The engine: the only owner of models. Routes and sessions submit windows and await segments."""
+"""The engine: the only owner of models and of the shared compute (inference workers, decode
+slots). Routes and sessions submit windows and await segments."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from server.admission import Slots
 from server.engine.catalog import Catalog, ModelInfo, ModelUnavailable, Resolution
 from server.engine.models import LoadedModel, ModelPool
 from server.engine.scheduler import (
@@ -55,6 +57,10 @@ class Engine:
                 queue_max_wait_s=settings.queue_max_wait_s,
                 mix_bulk_into_stream=on_gpu,
             ),
+        )
+        # Whole-file decoding is CPU and memory heavy too: bounded and admitted like inference.
+        self.decode_slots = Slots(
+            "decode", settings.resolved_decode_concurrency, settings.decode_max_waiting
         )
         self.ready = False
 

@@ -23,14 +23,20 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from server.errors import Unavailable
 from server.settings import REPO_ROOT
 
 DEFAULT_ALIAS = "@default"
 _UUID_NAMESPACE = uuid.UUID("6f0c6a3e-1f3e-4c1e-9a55-0e5b7d0c1f11")
 
 
-class ModelUnavailable(RuntimeError):
+class ModelUnavailable(Unavailable):
     """The model cannot be loaded here; the message says what to install or do."""
+
+    code = "MODEL_UNAVAILABLE"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retry_after=30)
 
 
 @dataclass(frozen=True)

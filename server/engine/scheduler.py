@@ -33,6 +33,7 @@ import numpy as np
 
 from server import metrics
 from server.engine.whisper import DecodeOptions, Segment
+from server.errors import Busy
 
 
 class Priority(IntEnum):
@@ -41,12 +42,11 @@ class Priority(IntEnum):
     BULK = 2
 
 
-class Overloaded(RuntimeError):
+class Overloaded(Busy):
     """New work refused; `retry_after` is a whole number of seconds for the Retry-After header."""
 
     def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(f"Server busy: {message}; retry later", retry_after)
 
 
 class DeadlineExpired(RuntimeError):

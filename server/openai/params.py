@@ -11,9 +11,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from server.api.errors import ApiError
+from server.errors import InvalidParameter
+from server.language import whisper_language
 from server.openai.response import FORMATS, GRANULARITIES
-from server.prerecorded import whisper_language
 
 MAX_PROMPT_CHARS = 4000  # Whisper keeps the last 223 prompt tokens; more is only cost
 REFUSED = {
@@ -24,8 +24,8 @@ REFUSED = {
 }
 
 
-def invalid(message: str, param: str) -> ApiError:
-    return ApiError(400, "invalid_value", message, param=param)
+def invalid(message: str, param: str) -> InvalidParameter:
+    return InvalidParameter(message, param=param)
 
 
 @dataclass

@@ -6,12 +6,14 @@ import time
 from collections.abc import Callable
 from typing import BinaryIO
 
-from server.api.errors import ApiError
 from server.engine import Engine, Segment
+from server.errors import InvalidParameter
+from server.language import choose_language
 from server.openai.params import AudioParams
 from server.openai.response import Result
 from server.prerecorded import TranscribeRequest
-from server.service import account, decode_input, run
+from server.prerecorded import transcribe as run_pipeline
+from server.service import account, decode_input
 
 
 async def choose_model(engine: Engine, params: AudioParams) -> str:
@@ -32,9 +34,7 @@ async def choose_model(engine: Engine, params: AudioParams) -> str:
     if served or installed:
         return [*served, *installed][0]
     what = "translation" if params.task == "translate" else f"language '{params.language}'"
-    raise ApiError(
-        400,
-        "model_not_multilingual",
+    raise InvalidParameter(
         f"{what} needs a multilingual model and none is installed (pip install 'openlisten[base]')",
         param="model",
     )
@@ -50,11 +50,16 @@ async def transcribe(
     model = await choose_model(engine, params)
     audio = await decode_input(engine, source)
     loaded = await engine.model(model)
-    language = params.language if loaded.multilingual else "en"
+    # OpenAI detects unless told: no `language` means detect.
+    language = choose_language(
+        params.language,
+        params.language is None,
+        model=model,
+        multilingual=loaded.multilingual,
+    )
     request = TranscribeRequest(
         model=model,
         language=language,
-        detect_language=language is None,
         keyterms=params.keywords,
         task=params.task,
         prompt=params.prompt,
@@ -67,6 +72,6 @@ async def transcribe(
         def callback(_channel: int, segments: list[Segment]) -> None:
             hear(segments)
 
-    (channel,) = await run(engine, audio, request, [], callback)
+    (channel,) = (await run_pipeline(engine, audio, request, callback)).channels
     account("openai", model, audio, started)
     return Result(params.task, channel.language, audio.duration, channel.segments)
