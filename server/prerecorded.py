@@ -13,6 +13,7 @@ import numpy as np
 from faster_whisper.vad import VadOptions
 
 from server.audio.decode import DecodedAudio
+from server.diarize import Diarization, SpeakerHints
 from server.engine import DecodeOptions, Engine, Priority, Segment, Word
 from server.notices import Notices
 from server.vad import SpeechPlan, plan_speech
@@ -24,6 +25,8 @@ class TranscribeRequest:
     language: str | None = "en"  # a Whisper code (server.language decides), or None: detect
     keyterms: list[str] = field(default_factory=list)
     multichannel: bool = False
+    diarize: bool = False
+    speakers: SpeakerHints = field(default_factory=SpeakerHints)
     task: str = "transcribe"  # or "translate" (into English; multilingual models only)
     prompt: str | None = None  # Whisper's initial prompt: spelling and style to follow
     temperatures: tuple[float, ...] | None = None  # None: the decoder's fallback ladder
@@ -59,6 +62,19 @@ def vad_options(engine: Engine) -> VadOptions:
     )
 
 
+def label_words(segments: list[Segment], diarization: Diarization) -> list[Segment]:
+    """Each word gets the speaker who covers most of it (the nearest turn's when none does)."""
+    out = []
+    for seg in segments:
+        words = []
+        for w in seg.words:
+            found = diarization.speaker_at(w.start, w.end)
+            speaker, confidence = found if found is not None else (0, 0.0)
+            words.append(replace(w, speaker=speaker, speaker_confidence=confidence))
+        out.append(replace(seg, words=words))
+    return out
+
+
 def to_file_clock(plan: SpeechPlan, offset: float, segments: list[Segment]) -> list[Segment]:
     """Shift a window's segments onto the concatenated-speech clock, then onto the file clock."""
     out = []
@@ -87,6 +103,8 @@ async def transcribe(
     as they are decoded.
     """
     loaded = await engine.model(request.model)
+    if request.diarize:
+        await asyncio.to_thread(engine.diarizer.load)  # no model: refuse before any work
     # Refuse before spending CPU on VAD when even one more window would not be admitted.
     engine.scheduler.check_admission(1, request.model)
     tracks = list(audio.samples) if request.multichannel else [audio.mono()]
@@ -132,22 +150,38 @@ async def transcribe(
             channel, plan = decoding[group]
             callback(channel, to_file_clock(plan, plan.windows[index].offset, segments))
 
-    decoded = await engine.decode_groups(
-        request.model,
-        [
-            ([w.audio for w in plan.windows], options)
-            for plan, options in decode_jobs
-            if plan.windows
-        ],
-        Priority.BULK,
-        on_window=on_window,
-    )
+    # Diarization needs only the audio and its speech regions, so it runs beside decoding.
+    diarizing = [
+        asyncio.ensure_future(
+            engine.diarize(np.ascontiguousarray(track), plan.regions, request.speakers)
+        )
+        for track, plan in zip(tracks, plans, strict=True)
+        if request.diarize
+    ]
+    try:
+        decoded = await engine.decode_groups(
+            request.model,
+            [
+                ([w.audio for w in plan.windows], options)
+                for plan, options in decode_jobs
+                if plan.windows
+            ],
+            Priority.BULK,
+            on_window=on_window,
+        )
+        speakers = list(await asyncio.gather(*diarizing))
+    except BaseException:
+        for job in diarizing:
+            job.cancel()
+        raise
     it = iter(decoded)
-    for result, (plan, _) in zip(results, decode_jobs, strict=True):
+    for index, (result, (plan, _)) in enumerate(zip(results, decode_jobs, strict=True)):
         if not plan.windows:
             continue
         for window, segments in zip(plan.windows, next(it), strict=True):
             result.segments.extend(to_file_clock(plan, window.offset, segments))
+        if speakers:
+            result.segments = label_words(result.segments, speakers[index])
     transcript = Transcript(results, audio.duration, audio.channels)
     if audio.truncated:
         transcript.notices.add(

@@ -22,6 +22,7 @@ from server.audio.decode import (
     decode,
 )
 from server.deepgram import response
+from server.diarize import SpeakerHints
 from server.engine import Engine
 from server.errors import InvalidParameter, InvalidRequest
 from server.language import choose_language
@@ -107,6 +108,8 @@ async def transcribe_source(
             language=language,
             keyterms=params.keyterms,
             multichannel=params.multichannel,
+            diarize=params.diarize,
+            speakers=SpeakerHints(params.num_speakers, params.min_speakers, params.max_speakers),
         ),
     )
     notices = Notices()
@@ -125,6 +128,8 @@ async def transcribe_source(
         tags=params.tags,
         extra=params.extra,
     )
+    if params.diarize:
+        meta["diarize_info"] = engine.diarizer.info()
     return response.prerecorded(
         transcript.channels,
         meta,

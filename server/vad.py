@@ -35,6 +35,7 @@ class Window:
 class SpeechPlan:
     windows: list[Window]
     timeline: SpeechTimestampsMap | None  # maps concatenated-speech time back to file time
+    regions: list[tuple[float, float]] = field(default_factory=list)  # speech, file seconds
 
     def to_file_time(self, start: float, end: float) -> tuple[float, float]:
         """Map a word's span; both ends resolve through the chunk holding its middle."""
@@ -59,7 +60,8 @@ def plan_speech(audio: np.ndarray, options: VadOptions, window_s: float = 30.0) 
         for chunk, meta in zip(chunks, metadata, strict=True)
         if len(chunk)
     ]
-    return SpeechPlan(windows, SpeechTimestampsMap(regions, SAMPLE_RATE))
+    spans = [(r["start"] / SAMPLE_RATE, r["end"] / SAMPLE_RATE) for r in regions]
+    return SpeechPlan(windows, SpeechTimestampsMap(regions, SAMPLE_RATE), spans)
 
 
 @dataclass

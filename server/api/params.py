@@ -22,9 +22,6 @@ FALSE = {"false", "0", "no", "off"}
 
 # Accepted, but this server does not implement them: reported in metadata.warnings.
 UNSUPPORTED = {
-    "diarize",
-    "diarize_model",
-    "diarization",
     "diarize_version",
     "redact",
     "search",
@@ -50,6 +47,9 @@ UNSUPPORTED = {
 }
 
 
+DIARIZE_MODELS = {"latest", "v1", "v2"}
+
+
 class ParamError(InvalidParameter):
     """A known parameter with a value we cannot accept (400 INVALID_QUERY_PARAMETER)."""
 
@@ -65,6 +65,11 @@ class ListenParams:
     utt_split: float = 0.8
     paragraphs: bool = False
     multichannel: bool = False
+    diarize: bool = False
+    # Speaker-count hints: extensions (Deepgram has none), as pyannote and Gladia name them.
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
     keyterms: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     extra: dict[str, str] = field(default_factory=dict)
@@ -240,6 +245,18 @@ def _apply(out: ListenParams, name: str, value: str, limits: ParamLimits) -> Non
         "vad_events",
     }:
         setattr(out, name, parse_bool(name, value))
+    elif name in {"diarize", "diarization"}:
+        out.diarize = parse_bool(name, value)
+    elif name == "diarize_model":
+        # Deepgram: naming a diarizer version enables diarization (`diarize` is deprecated).
+        if value.strip().lower() not in DIARIZE_MODELS:
+            raise ParamError(
+                f"Invalid value for 'diarize_model': expected one of "
+                f"{', '.join(sorted(DIARIZE_MODELS))}, got '{value[:50]}'"
+            )
+        out.diarize = True
+    elif name in {"num_speakers", "min_speakers", "max_speakers"}:
+        setattr(out, name, _int(name, value, 1, 32))
     elif name == "utt_split":
         out.utt_split = _float(name, value, 0.0, 3600.0)
     elif name in {"encoding", "format", "codec"}:

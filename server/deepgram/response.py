@@ -42,6 +42,10 @@ def word_entries(words: Sequence[Word], punctuate: bool) -> list[dict[str, Any]]
         }
         if punctuate:
             entry["punctuated_word"] = w.text.strip()
+        if w.speaker is not None:
+            entry["speaker"] = w.speaker
+            if w.speaker_confidence is not None:
+                entry["speaker_confidence"] = round(w.speaker_confidence, 4)
         out.append(entry)
     return out
 
@@ -93,17 +97,31 @@ def _sentences(entries: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return [s for s in sentences if s]
 
 
+def _speaker_runs(entries: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Consecutive words of one speaker (one run when there are no speakers)."""
+    runs: list[list[dict[str, Any]]] = []
+    for entry in entries:
+        if not runs or entry.get("speaker") != runs[-1][-1].get("speaker"):
+            runs.append([])
+        runs[-1].append(entry)
+    return runs
+
+
 def paragraphs_of(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Sentences grouped into paragraphs at long pauses or every few sentences."""
+    """Sentences grouped into paragraphs at long pauses, every few sentences, and wherever the
+    speaker changes (a sentence is cut there too: a paragraph has one `speaker`)."""
     paragraphs: list[list[list[dict[str, Any]]]] = []
-    for sentence in _sentences(entries):
-        if (
-            not paragraphs
-            or sentence[0]["start"] - paragraphs[-1][-1][-1]["end"] >= PARAGRAPH_GAP_S
-            or len(paragraphs[-1]) >= PARAGRAPH_MAX_SENTENCES
-        ):
-            paragraphs.append([])
-        paragraphs[-1].append(sentence)
+    for run in _speaker_runs(entries):
+        first = True
+        for sentence in _sentences(run):
+            if (
+                first
+                or sentence[0]["start"] - paragraphs[-1][-1][-1]["end"] >= PARAGRAPH_GAP_S
+                or len(paragraphs[-1]) >= PARAGRAPH_MAX_SENTENCES
+            ):
+                paragraphs.append([])
+            first = False
+            paragraphs[-1].append(sentence)
     body = []
     texts = []
     for para in paragraphs:
@@ -112,14 +130,15 @@ def paragraphs_of(entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
             for s in para
         ]
         texts.append(" ".join(s["text"] for s in sentences))
-        body.append(
-            {
-                "sentences": sentences,
-                "start": para[0][0]["start"],
-                "end": para[-1][-1]["end"],
-                "num_words": sum(len(s) for s in para),
-            }
-        )
+        paragraph: dict[str, Any] = {
+            "sentences": sentences,
+            "start": para[0][0]["start"],
+            "end": para[-1][-1]["end"],
+            "num_words": sum(len(s) for s in para),
+        }
+        if "speaker" in para[0][0]:
+            paragraph["speaker"] = para[0][0]["speaker"]
+        body.append(paragraph)
     return {"transcript": "\n" + "\n\n".join(texts) if texts else "", "paragraphs": body}
 
 
@@ -129,14 +148,20 @@ def utterances_of(
     split_s: float,
     punctuate: bool,
 ) -> list[dict[str, Any]]:
-    """Split a channel's words at pauses of at least `split_s` seconds (Deepgram's utt_split)."""
+    """Split a channel's words at pauses of at least `split_s` seconds (Deepgram's utt_split)
+    and wherever the speaker changes."""
     groups: list[list[dict[str, Any]]] = []
     for entry in entries:
-        if not groups or entry["start"] - groups[-1][-1]["end"] >= split_s:
+        if (
+            not groups
+            or entry["start"] - groups[-1][-1]["end"] >= split_s
+            or entry.get("speaker") != groups[-1][-1].get("speaker")
+        ):
             groups.append([])
         groups[-1].append(entry)
     return [
         {
+            **({"speaker": group[0]["speaker"]} if "speaker" in group[0] else {}),
             "start": group[0]["start"],
             "end": group[-1]["end"],
             "confidence": round(sum(e["confidence"] for e in group) / len(group), 4),

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from server.admission import Slots
+from server.diarize import Diarization, DiarizeOptions, Diarizer, SpeakerHints
 from server.engine.catalog import Catalog, ModelInfo, ModelUnavailable, Resolution
 from server.engine.models import LoadedModel, ModelPool
 from server.engine.scheduler import (
@@ -61,6 +62,14 @@ class Engine:
         # Whole-file decoding is CPU and memory heavy too: bounded and admitted like inference.
         self.decode_slots = Slots(
             "decode", settings.resolved_decode_concurrency, settings.decode_max_waiting
+        )
+        self.diarizer = Diarizer(
+            settings.diarize_embedding_model,
+            DiarizeOptions(
+                threshold=settings.diarize_threshold,
+                max_speakers=settings.diarize_max_speakers,
+            ),
+            threads=settings.cpu_threads or None,
         )
         self.ready = False
 
@@ -171,6 +180,27 @@ class Engine:
             self.scheduler.discard(futures)
             for waiter in wrapped:
                 waiter.cancel()
+            raise
+
+    async def diarize(
+        self,
+        samples: np.ndarray,
+        regions: list[tuple[float, float]],
+        hints: SpeakerHints,
+        priority: Priority = Priority.BULK,
+    ) -> Diarization:
+        """Speaker turns of one track, run on a worker under the queue's admission."""
+        await asyncio.to_thread(self.diarizer.load)  # a missing model fails before queueing
+        future = self.scheduler.submit_task(
+            "diarize",
+            lambda: self.diarizer.run(samples, regions, hints),
+            priority,
+            cost_s=self.diarizer.cost_s(len(samples) / 16000),
+        )
+        try:
+            return await asyncio.wrap_future(future)
+        except BaseException:
+            self.scheduler.discard([future])
             raise
 
     async def detect_language(self, model: str, window: np.ndarray) -> tuple[str, float]:

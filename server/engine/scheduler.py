@@ -58,10 +58,14 @@ class _Item:
     sort_key: tuple[float, int, int]  # (deadline, priority, arrival): earliest deadline first
     model: str = field(compare=False)
     window: np.ndarray = field(compare=False)
-    options: DecodeOptions = field(compare=False)
+    options: DecodeOptions | None = field(compare=False)
     future: Future = field(compare=False)
     enqueued: float = field(compare=False)
     droppable: bool = field(compare=False, default=False)
+    # A non-Whisper job (diarization) run on a worker as it is, never batched; `cost_s` is
+    # its estimated run time for admission.
+    task: Callable[[], object] | None = field(compare=False, default=None)
+    cost_s: float = field(compare=False, default=0.0)
 
     @property
     def deadline(self) -> float:
@@ -73,6 +77,8 @@ class _Item:
 
     @property
     def batch_key(self) -> tuple:
+        if self.task is not None or self.options is None:
+            return ("task", self.sort_key[2])
         return (self.model, self.options.batch_key)
 
 
@@ -157,10 +163,12 @@ class Scheduler:
         with self._cond:
             return self._expected_wait_locked(extra_windows, model)
 
-    def _expected_wait_locked(self, extra_windows: int, model: str | None) -> float:
-        queued = sum(self.cost_of(item.model) for item in self._queue)
+    def _expected_wait_locked(
+        self, extra_windows: int, model: str | None, extra_cost_s: float = 0.0
+    ) -> float:
+        queued = sum(item.cost_s or self.cost_of(item.model) for item in self._queue)
         running = sum(self.cost_of(name) for name in self._inflight) / 2
-        own = extra_windows * self.cost_of(model)
+        own = extra_windows * self.cost_of(model) + extra_cost_s
         return (queued + running + own) / self._config.workers
 
     def check_admission(self, windows: int, model: str | None = None) -> None:
@@ -172,7 +180,7 @@ class Scheduler:
         with self._cond:
             self._check_locked(windows, model)
 
-    def _check_locked(self, windows: int, model: str | None) -> None:
+    def _check_locked(self, windows: int, model: str | None, extra_cost_s: float = 0.0) -> None:
         depth = len(self._queue)
         if depth == 0:
             return
@@ -181,7 +189,7 @@ class Scheduler:
         if overflow > 0:
             metrics.REJECTED.labels("queue_full").inc()
             raise Overloaded("the inference queue is full", _seconds(overflow * per_window))
-        wait = self._expected_wait_locked(windows, model)
+        wait = self._expected_wait_locked(windows, model, extra_cost_s)
         if wait > self._config.queue_max_wait_s:
             metrics.REJECTED.labels("wait").inc()
             raise Overloaded(
@@ -246,6 +254,33 @@ class Scheduler:
             metrics.QUEUE_DEPTH.set(len(self._queue))
             self._cond.notify_all()
         return out
+
+    def submit_task(
+        self,
+        name: str,
+        task: Callable[[], object],
+        priority: Priority,
+        *,
+        cost_s: float,
+        admit: bool = True,
+    ) -> Future:
+        """Queue a job that is not a Whisper window (diarization) for a worker, under the
+        same deadlines and admission as decoding, so it neither jumps the queue nor
+        oversubscribes the cores the workers share. `name` labels its metrics."""
+        now = time.monotonic()
+        deadline = now + self._config.budget(priority)
+        future: Future = Future()
+        with self._cond:
+            if admit:
+                self._check_locked(1, None, cost_s)
+            key = (deadline, int(priority), next(self._seq))
+            item = _Item(
+                key, name, np.zeros(0, np.float32), None, future, now, task=task, cost_s=cost_s
+            )
+            self._insert(item)
+            metrics.QUEUE_DEPTH.set(len(self._queue))
+            self._cond.notify_all()
+        return future
 
     def discard(self, futures: list[Future]) -> int:
         """Cancel futures and take their items out of the queue now (the client went away), so
@@ -372,10 +407,15 @@ class Scheduler:
             metrics.QUEUE_WAIT_SECONDS.labels(item.priority.name.lower()).observe(
                 started - item.enqueued
             )
-        metrics.BATCH_SIZE.observe(len(live))
         model = live[0].model
+        if live[0].task is not None:
+            self._run_task(live[0], started)
+            return
+        metrics.BATCH_SIZE.observe(len(live))
         try:
-            results = self._decode(model, [item.window for item in live], live[0].options)
+            options = live[0].options
+            assert options is not None
+            results = self._decode(model, [item.window for item in live], options)
         except BaseException as exc:  # a failed batch fails its items, never the worker
             for item in live:
                 item.future.set_exception(exc)
@@ -388,6 +428,16 @@ class Scheduler:
             self._cost[model] = measured if previous is None else 0.8 * previous + 0.2 * measured
         for item, result in zip(live, results, strict=True):
             item.future.set_result(result)
+
+    def _run_task(self, item: _Item, started: float) -> None:
+        assert item.task is not None
+        try:
+            result = item.task()
+        except BaseException as exc:  # a failed job fails its caller, never the worker
+            item.future.set_exception(exc)
+            return
+        metrics.INFERENCE_SECONDS.labels(item.model).observe(time.monotonic() - started)
+        item.future.set_result(result)
 
 
 def _seconds(value: float) -> int:

