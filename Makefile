@@ -5,8 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 SERVE_EXTRAS ?= base
+IMAGE_BASE ?= localhost/openlisten-base:bookworm
 
-.PHONY: install serve test lint
+.PHONY: install serve test lint image-base image-cpu image-check image-gpu
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -40,3 +41,18 @@ lint: $(VENV)/.test-installed
 
 test: $(VENV)/.test-installed tests/js/node_modules/.installed lint
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+# Images, built with buildah (no Docker engine) on a Debian base made from Debian's packages.
+image-base:
+	podman image exists $(IMAGE_BASE) || docker/base.sh $(IMAGE_BASE)
+
+image-cpu: image-base
+	BASE=$(IMAGE_BASE) docker/build.sh cpu localhost/openlisten:cpu
+
+# CI: build the CPU image, run its server with `buildah run`, transcribe corpus files through it.
+image-check: $(VENV)/.test-installed image-cpu
+	OPENLISTEN_IMAGE=localhost/openlisten:cpu $(PY) -m pytest -q -rs -p no:cacheprovider tests/image_check.py
+
+# Heavy (cuBLAS wheel, about 1 GB more): built by hand, not in CI. Runs on a GPU host.
+image-gpu: image-base
+	BASE=$(IMAGE_BASE) docker/build.sh gpu localhost/openlisten:gpu

@@ -15,11 +15,11 @@ tag="${2:-localhost/openlisten:$kind}"
 base="${BASE:-localhost/openlisten-base:bookworm}"
 case "$kind" in
     cpu) dockerfile=docker/Dockerfile.cpu; base_arg=PYTHON_IMAGE ;;
-    gpu) dockerfile=docker/Dockerfile.gpu; base_arg=BASE_IMAGE ;;
+    gpu) dockerfile=Dockerfile; base_arg=BASE_IMAGE ;;
     *) echo "unknown image kind: $kind" >&2; exit 2 ;;
 esac
 
-set -- --isolation chroot --layers=false -f "$dockerfile" -t "$tag" --build-arg "$base_arg=$base"
+set -- --isolation chroot --layers=false --format docker -f "$dockerfile" -t "$tag" --build-arg "$base_arg=$base"
 for arg in MODELS EXTRAS; do
     eval "value=\${$arg-}"
     if [ -n "$value" ]; then set -- "$@" --build-arg "$arg=$value"; fi

@@ -6,7 +6,8 @@
 # Environment:
 #   EXTRAS   optional-dependency groups of openlisten to install, comma-separated ("base")
 #   MODELS   catalog models to prepare into OPENLISTEN_MODELS_DIR, space-separated
-#   GPU      "1" also installs nvidia-ml-py, read by the GPU memory gauge
+#   GPU      "1" also installs nvidia-ml-py, read by the GPU memory gauge; with the `cuda`
+#            extra it also checks that cuBLAS loads (LD_LIBRARY_PATH set by the Dockerfile)
 # `pip` and `openlisten` are taken from PATH (the image's, or the test's, virtualenv).
 set -eu
 
@@ -27,6 +28,13 @@ fi
 for model in ${MODELS:-}; do
     openlisten models --prepare "$model"
 done
+
+# CTranslate2 dlopens libcublas.so.12 on first GPU use: prove now that it will be found.
+case ",${EXTRAS:-}," in
+    *,cuda,*)
+        python -c "import ctypes; ctypes.CDLL('libcublas.so.12'); ctypes.CDLL('libcublasLt.so.12')"
+        ;;
+esac
 
 # Fail the build, not the first start, when the install is broken.
 openlisten --help >/dev/null

@@ -31,7 +31,11 @@ else:  # pragma: no cover
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "docker" / "k8s"
-DOCKERFILES = [ROOT / "Dockerfile", ROOT / "docker" / "Dockerfile.cpu"]
+DOCKERFILES = [
+    ROOT / "Dockerfile",
+    ROOT / "docker" / "Dockerfile.cpu",
+    ROOT / "docker" / "Dockerfile.cuda",
+]
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 
 yaml = pytest.importorskip("yaml")
@@ -101,13 +105,23 @@ def test_dockerfile_shape(dockerfile: Path) -> None:
     assert "--index-url" not in text and "--extra-index-url" not in text
 
 
-def test_gpu_image_base_matches_ctranslate2() -> None:
-    """ctranslate2 4.x wheels link CUDA 12 and cuDNN 9: the base must carry both."""
-    text = DOCKERFILES[0].read_text()
-    base = re.search(r"^ARG CUDA_IMAGE=(\S+)", text, re.M)
-    assert base, "the GPU base image must be a build arg with a default"
-    assert re.fullmatch(r"nvidia/cuda:12\.\d+(\.\d+)?-cudnn-runtime-ubuntu\d\d\.04", base[1])
-    assert "GPU=1" in text, "the GPU image installs nvidia-ml-py for the GPU memory gauge"
+def test_gpu_images_carry_what_ctranslate2_loads() -> None:
+    """ctranslate2 4.x dlopens libcublas.so.12 (CUDA 12) and the driver's libcuda, nothing else.
+
+    The default GPU image gets cuBLAS from the `cuda` extra's wheel and points the loader at it;
+    the CUDA-base variant gets it from NVIDIA's CUDA 12 runtime image.
+    """
+    gpu = DOCKERFILES[0].read_text()
+    assert re.search(r'^ARG EXTRAS="[^"]*\bcuda\b', gpu, re.M)
+    assert "site-packages/nvidia/cublas/lib" in gpu and "LD_LIBRARY_PATH" in gpu
+    assert "GPU=1" in gpu, "the GPU image installs nvidia-ml-py for the GPU memory gauge"
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(r.startswith("nvidia-cublas-cu12") for r in extras["optional-dependencies"]["cuda"])
+    cuda = DOCKERFILES[2].read_text()
+    base = re.search(r"^ARG CUDA_IMAGE=(\S+)", cuda, re.M)
+    assert base, "the CUDA base image must be a build arg with a default"
+    assert re.fullmatch(r"nvidia/cuda:12\.\d+(\.\d+)?-(cudnn-)?runtime-ubuntu\d\d\.04", base[1])
+    assert "GPU=1" in cuda
     cpu = DOCKERFILES[1].read_text()
     assert "OPENLISTEN_COMPUTE_TYPE=int8" in cpu and "OPENLISTEN_DEVICE=cpu" in cpu
 

