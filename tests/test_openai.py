@@ -191,3 +191,29 @@ def test_bearer_keys_and_body_limit(keyed_server):
             file=("big.wav", too_big), model="whisper-1"
         )
     assert info.value.status_code == 413
+
+
+def test_chunked_upload_over_the_limit_is_refused(keyed_server):
+    """No Content-Length to check up front: the limit holds while the body streams in."""
+    boundary = "openlisten-test"
+
+    def body():
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        for _ in range(keyed_server.max_body_bytes // (1 << 20) + 2):
+            yield b"\0" * (1 << 20)
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    reply = httpx.post(
+        f"{keyed_server.url}/v1/audio/transcriptions",
+        content=body(),
+        headers={
+            "Authorization": f"Bearer {keyed_server.key}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+        timeout=60,
+    )
+    assert reply.status_code == 413
+    assert reply.json()["error"]["code"] == "file_too_large"
