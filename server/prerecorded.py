@@ -24,6 +24,7 @@ class TranscribeRequest:
     model: str
     language: str | None = "en"  # a Whisper code (server.language decides), or None: detect
     keyterms: list[str] = field(default_factory=list)
+    suppress_tokens: tuple[int, ...] = ()
     multichannel: bool = False
     diarize: bool = False
     speakers: SpeakerHints = field(default_factory=SpeakerHints)
@@ -132,6 +133,7 @@ async def transcribe(
             beam_size=engine.settings.beam_size,
             initial_prompt=request.prompt,
             hotwords=" ".join(request.keyterms) or None,
+            suppress_tokens=request.suppress_tokens,
             # Each window is decoded once, so no words may wait for a later seek.
             without_timestamps=True,
         )

@@ -22,8 +22,10 @@ from server.audio.decode import (
     decode,
 )
 from server.deepgram import response
+from server.deepgram.textfmt import FILLER_PROMPT
 from server.diarize import SpeakerHints
 from server.engine import Engine
+from server.engine.whisper import suppress_ids
 from server.errors import InvalidParameter, InvalidRequest
 from server.language import choose_language
 from server.notices import Notices
@@ -81,6 +83,22 @@ def account(kind: str, model: str, audio: DecodedAudio, started: float) -> None:
         metrics.REAL_TIME_FACTOR.observe(elapsed / audio.duration)
 
 
+async def suppressed_tokens(engine: Engine, model: str, params: ListenParams) -> tuple[int, ...]:
+    """Token ids for `keywords=word:-N`; a word no single token spells is refused, since
+    suppressing its first token would suppress other words too."""
+    if not params.suppress:
+        return ()
+    loaded = await engine.model(model)
+    ids, unsupported = suppress_ids(loaded.model, params.suppress)
+    if unsupported:
+        raise InvalidParameter(
+            "keywords with a negative intensifier can only suppress a word the model writes as "
+            f"one token; cannot suppress: {', '.join(unsupported)}",
+            param="keywords",
+        )
+    return ids
+
+
 async def transcribe_source(
     engine: Engine,
     source: bytes | BinaryIO,
@@ -99,6 +117,7 @@ async def transcribe_source(
         model=resolution.name,
         multilingual=loaded.multilingual,
     )
+    suppress = await suppressed_tokens(engine, resolution.name, params)
     audio = await decode_input(engine, source, raw, mono=not params.multichannel)
     transcript = await transcribe(
         engine,
@@ -107,6 +126,8 @@ async def transcribe_source(
             model=resolution.name,
             language=language,
             keyterms=params.keyterms,
+            suppress_tokens=suppress,
+            prompt=FILLER_PROMPT if params.filler_words else None,
             multichannel=params.multichannel,
             diarize=params.diarize,
             speakers=SpeakerHints(params.num_speakers, params.min_speakers, params.max_speakers),
@@ -133,7 +154,8 @@ async def transcribe_source(
     return response.prerecorded(
         transcript.channels,
         meta,
-        punctuate=params.punctuated,
+        text=params.text_options(),
+        search=params.search,
         paragraphs=params.want_paragraphs,
         utterances=params.utterances,
         utt_split=params.utt_split,

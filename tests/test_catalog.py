@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from server.engine.catalog import Catalog, ModelUnavailable
+from server.engine.catalog import Catalog, ModelNotServed, ModelUnavailable, Resolution
 from server.settings import Settings
 
 SERVED = {"tiny.en", "base"}
@@ -63,7 +63,6 @@ def test_join_with_wrong_checksum_is_refused_and_cleaned_up(catalog, tmp_path):
         ("Nova-3", "tiny.en"),
         ("enhanced", "tiny.en"),
         ("general", "tiny.en"),
-        ("whisper-medium", "tiny.en"),
         ("", "tiny.en"),
         (None, "tiny.en"),
         ("base", "base"),
@@ -83,6 +82,18 @@ def test_unknown_names_and_paths_fall_back_to_the_default(catalog, requested):
     resolution = catalog.resolve(requested, SERVED, "tiny.en")
     assert resolution.name == "tiny.en"
     assert resolution.warning and requested in resolution.warning
+
+
+@pytest.mark.parametrize("requested", ["whisper-large", "whisper-medium", "whisper-small"])
+def test_a_whisper_size_not_served_is_refused_not_substituted(catalog, requested):
+    with pytest.raises(ModelNotServed, match=requested):
+        catalog.resolve(requested, SERVED, "tiny.en")
+
+
+def test_a_whisper_size_is_answered_by_a_served_model_of_that_size(catalog):
+    served = {*SERVED, "Systran/faster-whisper-small"}
+    resolution = catalog.resolve("whisper-small", served, "tiny.en")
+    assert resolution == Resolution("Systran/faster-whisper-small")
 
 
 def test_alias_to_a_model_not_installed_warns(catalog):

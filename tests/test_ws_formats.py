@@ -46,7 +46,7 @@ CASES = {
     ),
     "linear32@16000": lambda a: (
         "encoding=linear32&sample_rate=16000",
-        _raw(a, "pcm_s32le", 16000, "s32"),
+        _raw(a, "pcm_f32le", 16000, "flt"),  # Deepgram's linear32 is float PCM
     ),
     "alaw@8000": lambda a: ("encoding=alaw&sample_rate=8000", _raw(a, "pcm_alaw", 8000)),
     "webm-opus (browser)": lambda a: ("", webm_opus(a)),

@@ -14,6 +14,7 @@ import pytest
 from server.audio.decode import RawFormat
 from server.audio.stream import RawStreamDecoder, raw_to_float
 from server.deepgram import live
+from server.deepgram.textfmt import TextOptions
 from server.engine import ModelInfo
 from server.streaming import policy
 from server.streaming.results import SpeechStarted, StreamResult, StreamWord, UtteranceEnd
@@ -35,9 +36,10 @@ def test_g711_tables_match_ffmpeg(codec):
 @pytest.mark.parametrize("encoding,rate", [("linear16", 16000), ("linear32", 8000)])
 def test_raw_decoder_is_independent_of_chunk_size(encoding, rate):
     rng = np.random.default_rng(1)
-    width = 2 if encoding == "linear16" else 4
-    dtype = "<i2" if width == 2 else "<i4"
-    data = rng.integers(-(2 ** (8 * width - 2)), 2 ** (8 * width - 2), 2 * 4000).astype(dtype)
+    if encoding == "linear16":
+        data = rng.integers(-(2**14), 2**14, 2 * 4000).astype("<i2")
+    else:  # Deepgram's linear32 is float PCM
+        data = rng.uniform(-0.5, 0.5, 2 * 4000).astype("<f4")
     blob = data.tobytes()  # stereo interleaved
 
     def run(size: int) -> np.ndarray:
@@ -64,7 +66,7 @@ def test_messages_are_known_types_with_required_fields():
     info = ModelInfo("tiny.en", "whisper-tiny.en", "2022", False)
     empty = StreamResult(0, 1.0, 2.5, (), is_final=True, from_finalize=True)
     messages = [
-        live.results(empty, channels=1, punctuate=False, request_id="r", model=info),
+        live.results(empty, channels=1, text=TextOptions(), request_id="r", model=info),
         live.metadata(request_id="r", sha256="x", duration=0, channels=0, model=info),
         live.speech_started(0, 2, 1.23456),
         live.utterance_end(1, 2, 2.0),
@@ -88,7 +90,12 @@ def test_stream_events_become_deepgram_messages():
     info = ModelInfo("tiny.en", "whisper-tiny.en", "2022", False)
     words = (StreamWord(" Hello,", 1.0, 1.4, 0.9, -0.1), StreamWord(" world.", 1.5, 1.9, 0.8, -0.3))
     result = StreamResult(1, 0.5, 2.0, words, is_final=True, speech_final=True)
-    context = {"channels": 2, "punctuate": True, "request_id": "r", "model": info}
+    context = {
+        "channels": 2,
+        "text": TextOptions(punctuate=True),
+        "request_id": "r",
+        "model": info,
+    }
     message = live.message(result, **context)
     alt = message["channel"]["alternatives"][0]
     assert message["channel_index"] == [1, 2] and message["speech_final"]

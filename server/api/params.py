@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import QueryParams
 
+from server.deepgram import textfmt
 from server.errors import InvalidParameter
 from server.notices import Notices
 from server.settings import Settings
@@ -23,9 +24,6 @@ FALSE = {"false", "0", "no", "off"}
 # Accepted, but this server does not implement them: reported in metadata.warnings.
 UNSUPPORTED = {
     "diarize_version",
-    "redact",
-    "search",
-    "replace",
     "summarize",
     "topics",
     "intents",
@@ -35,10 +33,6 @@ UNSUPPORTED = {
     "custom_topic_mode",
     "custom_intent",
     "custom_intent_mode",
-    "profanity_filter",
-    "dictation",
-    "filler_words",
-    "measurements",
     "alternatives",
     "language_hint",
     "tier",
@@ -71,6 +65,17 @@ class ListenParams:
     min_speakers: int | None = None
     max_speakers: int | None = None
     keyterms: list[str] = field(default_factory=list)
+    # `keywords=word:-5`: negative intensifiers suppress the word instead of boosting it
+    suppress: list[str] = field(default_factory=list)
+    # content features (deepgram/textfmt.py)
+    numerals: bool = False
+    dictation: bool = False
+    measurements: bool = False
+    filler_words: bool = False
+    profanity_filter: bool = False
+    redact: set[str] = field(default_factory=set)
+    replace: list[tuple[str, str]] = field(default_factory=list)
+    search: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     extra: dict[str, str] = field(default_factory=dict)
     encoding: str | None = None
@@ -87,7 +92,23 @@ class ListenParams:
 
     @property
     def punctuated(self) -> bool:
-        return self.punctuate or self.smart_format
+        """Deepgram: smart_format and paragraphs both turn punctuation on."""
+        return self.punctuate or self.smart_format or self.paragraphs
+
+    def text_options(self, language: str | None = None) -> textfmt.TextOptions:
+        """How this request's text is shaped; `language` is the transcript's language."""
+        return textfmt.TextOptions(
+            language=language or self.language or "en",
+            punctuate=self.punctuated,
+            numerals=self.numerals,
+            smart_format=self.smart_format,
+            dictation=self.dictation,
+            measurements=self.measurements,
+            filler_words=self.filler_words,
+            profanity_filter=self.profanity_filter,
+            redact=frozenset(self.redact),
+            replace=tuple(self.replace),
+        )
 
     @property
     def want_paragraphs(self) -> bool:
@@ -195,15 +216,30 @@ def parse(
                 f"{limits.max_value_chars} characters)"
             )
         if name in {"keyterm", "keywords"}:
-            term = value.rsplit(":", 1)[0] if name == "keywords" and ":" in value else value
-            term = " ".join(term.split())
+            term, boost = _term(name, value)
             if len(term) > limits.max_keyterm_chars:
                 raise ParamError(
                     f"Invalid value for '{name}': a term is longer than "
                     f"{limits.max_keyterm_chars} characters"
                 )
-            if term:
+            if term and boost > 0:
                 keyterms.setdefault(term.casefold(), term)
+            elif term and boost < 0 and term not in out.suppress:
+                out.suppress.append(term)
+        elif name == "redact":
+            _redact(out, value)
+        elif name == "replace":
+            find, to = textfmt.parse_replacement(value)
+            if not find:
+                raise ParamError(f"Invalid value for 'replace': {shown(value)} (find:replace)")
+            if len(out.replace) >= limits.max_keyterms:
+                raise ParamError(f"Too many 'replace' pairs (the limit is {limits.max_keyterms})")
+            out.replace.append((find, to))
+        elif name == "search":
+            if len(out.search) >= limits.max_keyterms:
+                raise ParamError(f"Too many 'search' terms (the limit is {limits.max_keyterms})")
+            if value.strip():
+                out.search.append(" ".join(value.split()))
         elif name == "tag":
             out.tags.append(value)
         elif name == "extra":
@@ -243,6 +279,11 @@ def _apply(out: ListenParams, name: str, value: str, limits: ParamLimits) -> Non
         "multichannel",
         "interim_results",
         "vad_events",
+        "numerals",
+        "dictation",
+        "measurements",
+        "filler_words",
+        "profanity_filter",
     }:
         setattr(out, name, parse_bool(name, value))
     elif name in {"diarize", "diarization"}:
@@ -282,8 +323,6 @@ def _apply(out: ListenParams, name: str, value: str, limits: ParamLimits) -> Non
         )
     elif name == "utterance_end_ms":
         out.utterance_end_ms = _int(name, value, 0, 60000)
-    elif name == "numerals":
-        parse_bool(name, value)  # Whisper already writes numerals; accepted as a no-op
     elif name in {"version", "mip_opt_out", "no_delay", "url"}:
         pass
     elif name in UNSUPPORTED:
@@ -291,6 +330,32 @@ def _apply(out: ListenParams, name: str, value: str, limits: ParamLimits) -> Non
             out.warn(name, f"'{name}' is not supported by this server and was ignored")
     else:
         out.warn(name, f"unknown parameter '{name}' was ignored", "unknown_parameter")
+
+
+def _term(name: str, value: str) -> tuple[str, float]:
+    """A keyterm, or a keyword with its intensifier (`word:2` boosts, `word:-5` suppresses,
+    `word:0` does nothing); whitespace collapsed."""
+    term, sep, level = value.rpartition(":")
+    if name == "keyterm" or not sep:
+        return " ".join(value.split()), 1.0
+    boost = _number(name, level, "word:intensifier")
+    return " ".join(term.split()), boost
+
+
+def _redact(out: ListenParams, value: str) -> None:
+    """Deepgram's redaction groups and entity types; one this server cannot honour is a 400,
+    never a silently unredacted transcript."""
+    for item in value.split(","):
+        kind = item.strip().lower()
+        if not kind or kind == "false":
+            continue
+        if kind not in textfmt.REDACT_SUPPORTED:
+            raise ParamError(
+                f"redact={shown(kind, 40)} cannot be honoured by this server (entity recognition "
+                f"of that kind is not available); supported: "
+                f"{', '.join(sorted(textfmt.REDACT_SUPPORTED))}"
+            )
+        out.redact.add(kind)
 
 
 def parse_bool_quiet(value: str) -> bool | None:

@@ -15,10 +15,11 @@ from fastapi import APIRouter, Depends, WebSocket
 from server.api.auth import parse_subprotocols
 from server.api.gate import admit
 from server.api.params import ListenParams, param_limits, parse
+from server.deepgram.textfmt import FILLER_PROMPT
 from server.engine import DecodeOptions, Engine
 from server.errors import Busy
 from server.language import choose_language
-from server.service import raw_format
+from server.service import raw_format, suppressed_tokens
 from server.settings import Settings
 from server.streaming import policy
 from server.streaming.config import StreamConfig
@@ -58,13 +59,16 @@ async def _spec(
         language=language,
         beam_size=settings.ws_beam_size,
         hotwords=hotwords,
+        suppress_tokens=await suppressed_tokens(engine, resolution.name, params),
+        initial_prompt=FILLER_PROMPT if params.filler_words else None,
         without_timestamps=True,
     )
     interim = replace(final, beam_size=1, temperatures=(0.0,))
     config = StreamConfig(
         model=resolution.name,
         interim_results=params.interim_results,
-        punctuate=params.punctuated,
+        text=params.text_options(language or None),
+        search=tuple(params.search),
         endpoint_ms=policy.endpoint_silence_ms(
             params.endpointing_ms, settings.ws_min_endpointing_ms, settings.vad_min_silence_ms
         ),

@@ -18,18 +18,33 @@ from server.errors import InvalidRequest, PayloadTooLarge
 
 SAMPLE_RATE = 16000
 
-# Deepgram `encoding` -> FFmpeg raw demuxer. Encodings that always travel in a container
-# (flac, opus, ogg-opus, and the aliases Aldea-style clients send) are sniffed instead.
+# Deepgram `encoding` -> FFmpeg raw demuxer. Deepgram defines linear32 as 32-bit float PCM.
+# Encodings that always travel in a container (flac, opus, ogg-opus, speex in Ogg, and the
+# aliases Aldea-style clients send) are sniffed instead.
 RAW_DEMUXERS = {
     "linear16": "s16le",
     "pcm": "s16le",
-    "linear32": "s32le",
+    "linear32": "f32le",
     "float32": "f32le",
     "mulaw": "mulaw",
     "alaw": "alaw",
 }
-CONTAINER_ENCODINGS = {"flac", "opus", "ogg-opus", "mp3", "aac", "wav", "ogg", "webm", "m4a"}
-UNSUPPORTED_ENCODINGS = {"amr-nb", "amr-wb", "speex", "g729"}
+# Headerless codec streams FFmpeg frames itself: AMR storage format (with or without the
+# "#!AMR" magic) and G.729 (10-byte frames at 8 kbit/s). Their sample rate is fixed.
+CODEC_DEMUXERS = {"amr-nb": "amrnb", "amr-wb": "amrwb", "g729": "g729"}
+CODEC_MAGIC = {"amr-nb": (b"#!AMR\n", "amr"), "amr-wb": (b"#!AMR-WB\n", "amr")}
+CONTAINER_ENCODINGS = {
+    "flac",
+    "opus",
+    "ogg-opus",
+    "speex",
+    "mp3",
+    "aac",
+    "wav",
+    "ogg",
+    "webm",
+    "m4a",
+}
 
 
 class AudioError(InvalidRequest):
@@ -50,7 +65,19 @@ class RawFormat:
 
     @property
     def demuxer(self) -> str | None:
-        return RAW_DEMUXERS.get(self.encoding)
+        return RAW_DEMUXERS.get(self.encoding) or CODEC_DEMUXERS.get(self.encoding)
+
+    @property
+    def pcm(self) -> bool:
+        """Sample bytes numpy can convert (as opposed to a codec FFmpeg must decode)."""
+        return self.encoding in RAW_DEMUXERS
+
+    def demuxer_for(self, head: bytes) -> str | None:
+        """The demuxer for input starting with `head` (AMR files may carry their magic)."""
+        magic = CODEC_MAGIC.get(self.encoding)
+        if magic and head.startswith(magic[0]):
+            return magic[1]
+        return self.demuxer
 
 
 @dataclass(frozen=True)
@@ -98,12 +125,13 @@ def check_encoding(encoding: str | None, sample_rate: int | None) -> RawFormat |
     if not encoding:
         return None
     enc = encoding.lower()
-    if enc in UNSUPPORTED_ENCODINGS:
-        raise AudioError(f"encoding '{encoding}' is not supported by this server")
     if enc in CONTAINER_ENCODINGS:
         return None
+    if enc in CODEC_DEMUXERS:
+        return RawFormat(enc, sample_rate or 0)  # the codec fixes the rate
     if enc not in RAW_DEMUXERS:
-        raise AudioError(f"unknown encoding '{encoding}'")
+        known = sorted({*RAW_DEMUXERS, *CODEC_DEMUXERS, *CONTAINER_ENCODINGS})
+        raise AudioError(f"unknown encoding '{encoding}'; supported: {', '.join(known)}")
     if not sample_rate:
         raise AudioError(f"encoding '{encoding}' needs a sample_rate")
     return RawFormat(enc, sample_rate)
@@ -112,10 +140,15 @@ def check_encoding(encoding: str | None, sample_rate: int | None) -> RawFormat |
 def open_container(source: BinaryIO, raw: RawFormat | None) -> av.container.InputContainer:
     """Open a PyAV container from a file object, sniffing unless a raw layout is declared."""
     try:
+        if raw is not None and not raw.pcm:
+            head = source.read(16)
+            source.seek(0)
+            return av.open(source, mode="r", format=raw.demuxer_for(head))
         if raw is not None and raw.demuxer is not None:
-            layout = "mono" if raw.channels == 1 else "stereo" if raw.channels == 2 else None
-            options = {"sample_rate": str(raw.sample_rate)}
-            options.update({"ch_layout": layout} if layout else {"channels": str(raw.channels)})
+            # "Nc" is FFmpeg's layout of N unnamed channels: 3+ channels stay apart (the old
+            # `channels` option is gone from FFmpeg 7, which then read them as mono).
+            layout = {1: "mono", 2: "stereo"}.get(raw.channels, f"{raw.channels}c")
+            options = {"sample_rate": str(raw.sample_rate), "ch_layout": layout}
             return av.open(source, mode="r", format=raw.demuxer, options=options)
         return av.open(source, mode="r", options={"probesize": "5000000"})
     except Exception as exc:  # FFmpegError, or PyAV's own errors on a hostile header

@@ -3,7 +3,7 @@
 Two shapes of input, one interface (`feed`, `finish`, `close`, and an `on_audio` callback that
 receives `(channels, n)` float32 arrays on the event loop):
 
-* Headerless audio (`encoding` + `sample_rate` + `channels`): linear16/linear32/float32 and G.711
+* Headerless audio (`encoding` + `sample_rate` + `channels`): linear16, linear32 (float) and G.711
   mu-law/A-law are converted with numpy (a lookup table for G.711) as each chunk arrives, keeping
   any partial sample for the next chunk, then resampled per channel with `av.AudioResampler`.
 * Containers and codecs that travel in one (browser WebM/Opus, Ogg/Opus, FLAC, MP3 radio, WAV
@@ -60,7 +60,7 @@ _G711 = _g711_tables()
 _PCM = {  # encoding -> (numpy dtype, scale to [-1, 1])
     "linear16": (np.dtype("<i2"), 1 / 32768.0),
     "pcm": (np.dtype("<i2"), 1 / 32768.0),
-    "linear32": (np.dtype("<i4"), 1 / 2147483648.0),
+    "linear32": (np.dtype("<f4"), 1.0),  # Deepgram: 32-bit float PCM
     "float32": (np.dtype("<f4"), 1.0),
 }
 
@@ -301,6 +301,8 @@ StreamDecoder = RawStreamDecoder | ContainerStreamDecoder
 
 def make_decoder(raw: RawFormat | None, on_audio: AudioSink, on_error: ErrorSink) -> StreamDecoder:
     """Pick the decoder for a stream's declared format (None: sniff the container)."""
-    if raw is not None and raw.demuxer is not None:
+    if raw is not None and raw.pcm:
         return RawStreamDecoder(raw, on_audio)
+    if raw is not None and raw.demuxer is not None:  # AMR, G.729: FFmpeg frames the codec
+        return ContainerStreamDecoder(on_audio, on_error, fmt=raw.demuxer)
     return ContainerStreamDecoder(on_audio, on_error)

@@ -11,9 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from server.deepgram import response
+from server.deepgram import response, textfmt
 from server.engine import ModelInfo, Word
-from server.streaming.results import SpeechStarted, StreamEvent, StreamResult, UtteranceEnd
+from server.streaming.results import (
+    SpeechStarted,
+    StreamEvent,
+    StreamResult,
+    StreamWord,
+    UtteranceEnd,
+)
 
 KNOWN_TYPES = frozenset(
     {
@@ -36,18 +42,27 @@ def results(
     result: StreamResult,
     *,
     channels: int,
-    punctuate: bool,
+    text: textfmt.TextOptions,
     request_id: str,
     model: ModelInfo,
+    search: Sequence[str] = (),
+    context: Sequence[StreamWord] = (),
 ) -> dict[str, Any]:
-    """One Results message; the result's words are already on the stream clock."""
-    words = [Word(w.text, w.start, w.end, w.confidence) for w in result.words]
-    entries = response.word_entries(words, punctuate)
-    alternative = {
-        "transcript": response.transcript_of(entries, punctuate),
-        "confidence": result.confidence if entries else 0.0,
-        "words": entries,
-    }
+    """One Results message; the result's words are already on the stream clock. They are shaped
+    by the functions that shape a REST body, so a value reads the same either way; `context` is
+    the channel's last final words, so a card number cut across results is still recognised
+    (and any result may be continued by the next)."""
+    alternative, tokens = response.alternative(
+        [_word(w) for w in result.words],
+        result.confidence,
+        text,
+        paragraphs=False,
+        context=[_word(w) for w in context],
+        open_end=True,
+    )
+    channel: dict[str, Any] = {"alternatives": [alternative]}
+    if search:
+        channel = {"search": textfmt.search(tokens, search), **channel}
     return {
         "type": "Results",
         "channel_index": [result.channel, channels],
@@ -56,7 +71,7 @@ def results(
         "is_final": result.is_final,
         "speech_final": result.speech_final,
         "from_finalize": result.from_finalize,
-        "channel": {"alternatives": [alternative]},
+        "channel": channel,
         "metadata": {
             "request_id": request_id,
             "model_uuid": model.uuid,
@@ -65,14 +80,31 @@ def results(
     }
 
 
+def _word(word: StreamWord) -> Word:
+    return Word(word.text, word.start, word.end, word.confidence, speaker=word.speaker)
+
+
 def message(
-    event: StreamEvent, *, channels: int, punctuate: bool, request_id: str, model: ModelInfo
+    event: StreamEvent,
+    *,
+    channels: int,
+    text: textfmt.TextOptions,
+    request_id: str,
+    model: ModelInfo,
+    search: Sequence[str] = (),
+    context: Sequence[StreamWord] = (),
 ) -> dict[str, Any]:
     """The Deepgram message for anything a stream produces."""
     match event:
         case StreamResult():
             return results(
-                event, channels=channels, punctuate=punctuate, request_id=request_id, model=model
+                event,
+                channels=channels,
+                text=text,
+                request_id=request_id,
+                model=model,
+                search=search,
+                context=context,
             )
         case SpeechStarted(channel, timestamp):
             return speech_started(channel, channels, timestamp)

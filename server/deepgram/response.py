@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+from server.deepgram import textfmt
 from server.engine import ModelInfo, Segment, Word
 
-SENTENCE_END = (".", "?", "!", "。", "？", "！")
 PARAGRAPH_GAP_S = 2.0
 PARAGRAPH_MAX_SENTENCES = 5
 
@@ -24,59 +25,35 @@ def iso_now() -> str:
 
 
 def normalize(text: str) -> str:
-    """Deepgram's `word`: lower-case, no surrounding punctuation (inner apostrophes stay)."""
-    return "".join(ch for ch in text.strip() if ch.isalnum() or ch in "'-").strip("'-").lower()
+    """Deepgram's `word` for one written token (see `textfmt.bare`)."""
+    return textfmt.bare(text)
 
 
-def word_entries(words: Sequence[Word], punctuate: bool) -> list[dict[str, Any]]:
+def word_entries(tokens: Sequence[textfmt.Token], punctuate: bool) -> list[dict[str, Any]]:
+    """Deepgram's word objects; `word` spoken and lower-case, `punctuated_word` as formatted."""
     out = []
-    for w in words:
-        plain = normalize(w.text)
-        if not plain:
-            continue  # a lone punctuation mark is not a word
+    for token in tokens:
         entry: dict[str, Any] = {
-            "word": plain,
-            "start": round(w.start, 3),
-            "end": round(max(w.end, w.start), 3),
-            "confidence": round(min(max(w.probability, 0.0), 1.0), 4),
+            "word": textfmt.word_of(token),
+            "start": round(token.start, 3),
+            "end": round(max(token.end, token.start), 3),
+            "confidence": round(min(max(token.confidence, 0.0), 1.0), 4),
         }
         if punctuate:
-            entry["punctuated_word"] = w.text.strip()
-        if w.speaker is not None:
-            entry["speaker"] = w.speaker
-            if w.speaker_confidence is not None:
-                entry["speaker_confidence"] = round(w.speaker_confidence, 4)
+            entry["punctuated_word"] = token.text
+        if token.speaker is not None:
+            entry["speaker"] = token.speaker
+            if token.speaker_confidence is not None:
+                entry["speaker_confidence"] = round(token.speaker_confidence, 4)
         out.append(entry)
     return out
-
-
-def _unspaced(char: str) -> bool:
-    """Scripts written without spaces between words (Han, kana, Thai, Lao, Khmer, Myanmar)."""
-    code = ord(char)
-    return (
-        0x3040 <= code <= 0x30FF  # hiragana, katakana
-        or 0x3400 <= code <= 0x4DBF
-        or 0x4E00 <= code <= 0x9FFF  # CJK ideographs
-        or 0xF900 <= code <= 0xFAFF
-        or 0xFF00 <= code <= 0xFFEF  # full-width forms and punctuation
-        or 0x3000 <= code <= 0x303F  # CJK punctuation
-        or 0x0E00 <= code <= 0x0EFF  # Thai, Lao
-        or 0x1000 <= code <= 0x109F  # Myanmar
-        or 0x1780 <= code <= 0x17FF  # Khmer
-    )
 
 
 def transcript_of(entries: Sequence[dict[str, Any]], punctuate: bool) -> str:
     """Words joined by spaces, except between two words of a script written without spaces,
     so Japanese or Chinese transcripts read as written instead of one glyph per 'word'."""
     key = "punctuated_word" if punctuate else "word"
-    parts: list[str] = []
-    for entry in entries:
-        text = entry[key]
-        if parts and text and not (_unspaced(parts[-1][-1]) and _unspaced(text[0])):
-            parts.append(" ")
-        parts.append(text)
-    return "".join(parts)
+    return textfmt.join([entry[key] for entry in entries])
 
 
 def confidence_of(segments: Sequence[Segment]) -> float:
@@ -92,7 +69,7 @@ def _sentences(entries: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     sentences: list[list[dict[str, Any]]] = [[]]
     for entry in entries:
         sentences[-1].append(entry)
-        if entry.get("punctuated_word", "").endswith(SENTENCE_END):
+        if entry.get("punctuated_word", "").rstrip().endswith(textfmt.SENTENCE_END):
             sentences.append([])
     return [s for s in sentences if s]
 
@@ -175,18 +152,26 @@ def utterances_of(
 
 
 def alternative(
-    segments: Sequence[Segment], *, punctuate: bool, paragraphs: bool
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    words = [w for s in segments for w in s.words]
-    entries = word_entries(words, punctuate)
+    words: Iterable[Word],
+    confidence: float,
+    text: textfmt.TextOptions,
+    *,
+    paragraphs: bool,
+    context: Sequence[Word] = (),
+    open_end: bool = False,
+) -> tuple[dict[str, Any], list[textfmt.Token]]:
+    """One channel's (or one stream result's) alternative, shaped by `text` (`context` and
+    `open_end`: see `textfmt.shape`)."""
+    tokens = textfmt.shape(words, text, context, open_end)
+    entries = word_entries(tokens, text.punctuate)
     alt: dict[str, Any] = {
-        "transcript": transcript_of(entries, punctuate),
-        "confidence": confidence_of(segments) if entries else 0.0,
+        "transcript": transcript_of(entries, text.punctuate),
+        "confidence": confidence if entries else 0.0,
         "words": entries,
     }
     if paragraphs and entries:
-        alt["paragraphs"] = paragraphs_of(entries if punctuate else word_entries(words, True))
-    return alt, entries
+        alt["paragraphs"] = paragraphs_of(entries)
+    return alt, tokens
 
 
 def metadata(
@@ -224,18 +209,26 @@ def prerecorded(
     channels: Sequence[Any],
     meta: dict[str, Any],
     *,
-    punctuate: bool,
+    text: textfmt.TextOptions,
     paragraphs: bool,
     utterances: bool,
     utt_split: float,
     detect_language: bool,
+    search: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The full REST body; `channels` are `prerecorded.ChannelTranscript`s."""
+    """The full REST body; `channels` are `prerecorded.ChannelTranscript`s. Each channel is
+    shaped in its own language (detected or asked for)."""
     body_channels = []
     all_utterances: list[dict[str, Any]] = []
     for index, channel in enumerate(channels):
-        alt, entries = alternative(channel.segments, punctuate=punctuate, paragraphs=paragraphs)
+        shaping = replace(text, language=channel.language or text.language)
+        alt, tokens = alternative(
+            channel.words, confidence_of(channel.segments), shaping, paragraphs=paragraphs
+        )
+        entries = alt["words"]
         entry: dict[str, Any] = {"alternatives": [alt]}
+        if search:
+            entry["search"] = textfmt.search(tokens, search)
         if detect_language:
             entry["detected_language"] = channel.language
             entry["language_confidence"] = round(
@@ -244,7 +237,7 @@ def prerecorded(
             )
         body_channels.append(entry)
         if utterances:
-            all_utterances.extend(utterances_of(index, entries, utt_split, punctuate))
+            all_utterances.extend(utterances_of(index, entries, utt_split, text.punctuate))
     results: dict[str, Any] = {"channels": body_channels}
     if utterances:
         results["utterances"] = sorted(all_utterances, key=lambda u: (u["start"], u["channel"]))

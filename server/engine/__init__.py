@@ -11,7 +11,7 @@ import numpy as np
 
 from server.admission import Slots
 from server.diarize import Diarization, DiarizeOptions, Diarizer, SpeakerHints
-from server.engine.catalog import Catalog, ModelInfo, ModelUnavailable, Resolution
+from server.engine.catalog import Catalog, ModelInfo, ModelNotServed, ModelUnavailable, Resolution
 from server.engine.models import LoadedModel, ModelPool
 from server.engine.scheduler import (
     DeadlineExpired,
@@ -30,6 +30,7 @@ __all__ = [
     "DecodeOptions",
     "Engine",
     "ModelInfo",
+    "ModelNotServed",
     "ModelUnavailable",
     "Overloaded",
     "Priority",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -54,6 +55,14 @@ class ModelInfo:
 
     def as_deepgram(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "arch": self.arch}
+
+
+class ModelNotServed(ValueError):
+    """A client named a specific Whisper size this server does not serve (a 400, not a silent
+    substitute: tiny.en for whisper-large would quietly lose accuracy)."""
+
+
+WHISPER_SIZE = re.compile(r"^(?:openai/)?whisper-(small|medium|large|turbo)(?:[-.].*)?$")
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,9 @@ class Catalog:
         raw = (requested or "").strip()
         if raw in served:
             return Resolution(raw)
+        size = WHISPER_SIZE.match(raw.lower())
+        if size is not None:
+            return Resolution(self._whisper_size(raw, size[1], served))
         target = self.aliases.get(raw.lower())
         if target is not None:
             target = default if target == DEFAULT_ALIAS else target
@@ -130,6 +142,18 @@ class Catalog:
         if self.known(raw) and raw in self.entries and self.installed(raw):
             return Resolution(raw)
         return Resolution(default, f"model '{raw}' is not served here; used '{default}' instead")
+
+    def _whisper_size(self, raw: str, size: str, served: set[str]) -> str:
+        """A served model of the Whisper size the client named (by arch, or by its name, e.g. an
+        operator's `Systran/faster-whisper-small`); else ModelNotServed."""
+        for name in sorted(served):
+            arch = self.info(name).arch.lower()
+            if arch.startswith(f"whisper-{size}") or f"whisper-{size}" in name.lower():
+                return name
+        raise ModelNotServed(
+            f"model '{raw}' asks for Whisper {size}, which this server does not serve; "
+            f"served models: {', '.join(sorted(served))}"
+        )
 
     def installed(self, name: str) -> bool:
         entry = self.entries.get(name)

@@ -37,6 +37,8 @@ class DecodeOptions:
     no_speech_threshold: float = 0.6
     initial_prompt: str | None = None
     hotwords: str | None = None
+    # Token ids Whisper may never emit (Deepgram's `keywords=word:-5`); see `suppress_ids`.
+    suppress_tokens: tuple[int, ...] = ()
     word_timestamps: bool = True
     # One segment per window, words from alignment (as BatchedInferencePipeline does). With
     # timestamp tokens Whisper often ends a full window on `<|t|><|t|>` and leaves the last
@@ -51,6 +53,7 @@ class DecodeOptions:
             self.beam_size,
             self.initial_prompt,
             self.hotwords,
+            self.suppress_tokens,
             self.without_timestamps,
         )
 
@@ -156,7 +159,7 @@ def _generate(
         return_scores=True,
         return_no_speech_prob=True,
         suppress_blank=True,
-        suppress_tokens=[-1],
+        suppress_tokens=[-1, *options.suppress_tokens],
         max_initial_timestamp_index=50,
         **sampling,
     )
@@ -363,6 +366,28 @@ def decode_batch(
             )
         out.append(result)
     return out
+
+
+def suppress_ids(model: WhisperModel, words: list[str]) -> tuple[tuple[int, ...], list[str]]:
+    """The token ids that spell each word as one token (with and without a leading space, lower
+    case and capitalised): suppressing them keeps Whisper from writing the word. Returns the ids
+    and the words that no single token spells, which cannot be suppressed without suppressing
+    every word that shares their first token."""
+    tokenizer = model.hf_tokenizer
+    ids: set[int] = set()
+    unsupported = []
+    for word in words:
+        found = set()
+        for form in {word, word.lower(), word.capitalize()}:
+            for variant in (form, " " + form):
+                encoded = tokenizer.encode(variant, add_special_tokens=False).ids
+                if len(encoded) == 1:
+                    found.add(encoded[0])
+        if found:
+            ids |= found
+        else:
+            unsupported.append(word)
+    return tuple(sorted(ids)), unsupported
 
 
 def detect_language(model: WhisperModel, window: np.ndarray) -> tuple[str, float]:

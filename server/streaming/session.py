@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,7 +37,7 @@ from server.engine import Engine, ModelInfo
 from server.streaming.channel import Channel
 from server.streaming.config import StreamConfig
 from server.streaming.decoding import EngineDecoder
-from server.streaming.results import StreamEvent
+from server.streaming.results import StreamEvent, StreamResult, StreamWord
 from server.vad import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ NET_0001 = (
 )
 DATA_0000 = "DATA-0000: the payload cannot be decoded as audio"
 UNFINISHED = "the stream closed before all of its audio could be transcribed"
+CONTEXT_WORDS = 16  # final words kept per channel for redaction across results
 CLOSE_NORMAL = 1000
 CLOSE_DATA = 1002
 CLOSE_TIMEOUT = 1011
@@ -122,6 +124,9 @@ class Session:
         self._finished = asyncio.Event()
         self._progress = asyncio.Event()  # a channel sent a final: the backlog shrank
         self._error: AudioError | None = None
+        # Each channel's last final words: the context text shaping needs for a number cut
+        # across results (redaction).
+        self._said: dict[int, deque[StreamWord]] = {}
         self.decoder = make_decoder(spec.raw, self._on_audio, self._on_audio_error)
         self.started = time.monotonic()
 
@@ -172,15 +177,22 @@ class Session:
             )
 
     def _emit(self, event: StreamEvent) -> None:
+        said = None
+        if isinstance(event, StreamResult):
+            said = self._said.setdefault(event.channel, deque(maxlen=CONTEXT_WORDS))
         self.outbox.put(
             live.message(
                 event,
                 channels=len(self.channels),
-                punctuate=self.config.punctuate,
+                text=self.config.text,
                 request_id=self.spec.request_id,
                 model=self.spec.model_info,
+                search=self.config.search,
+                context=tuple(said or ()),
             )
         )
+        if said is not None and event.is_final:
+            said.extend(event.words)
 
     def _on_audio_error(self, error: AudioError) -> None:
         self._error = error
