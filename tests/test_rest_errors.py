@@ -173,7 +173,7 @@ CASES = [
     Case(
         "unsupported encoding",
         400,
-        post(params={"encoding": "amr-nb", "sample_rate": "8000"}, content=_bytes(TIMIT)),
+        post(params={"encoding": "aptx", "sample_rate": "8000"}, content=_bytes(TIMIT)),
         "INVALID_QUERY_PARAMETER",
     ),
     Case(

@@ -24,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from server.errors import Unavailable
+from server.errors import InvalidParameter, Unavailable
 from server.settings import REPO_ROOT
 
 DEFAULT_ALIAS = "@default"
@@ -57,7 +57,7 @@ class ModelInfo:
         return {"name": self.name, "version": self.version, "arch": self.arch}
 
 
-class ModelNotServed(ValueError):
+class ModelNotServed(InvalidParameter):
     """A client named a specific Whisper size this server does not serve (a 400, not a silent
     substitute: tiny.en for whisper-large would quietly lose accuracy)."""
 
@@ -152,7 +152,8 @@ class Catalog:
                 return name
         raise ModelNotServed(
             f"model '{raw}' asks for Whisper {size}, which this server does not serve; "
-            f"served models: {', '.join(sorted(served))}"
+            f"served models: {', '.join(sorted(served))}",
+            param="model",
         )
 
     def installed(self, name: str) -> bool:
