@@ -118,6 +118,8 @@ def test_js_sdk(keyed, audio_host, script):
     file_alt = out["file"]["results"]["channels"][0]["alternatives"][0]
     assert corpus.wer([clip.reference], [file_alt["transcript"]]) < 15
     assert file_alt["paragraphs"]["paragraphs"] and out["file"]["results"]["utterances"]
+    (search,) = out["file"]["results"]["channels"][0]["search"]  # the SDK keeps the new fields
+    assert search["query"] == "country" and search["hits"][0]["snippet"] == "country"
     url_alt = out["url"]["results"]["channels"][0]["alternatives"][0]
     assert corpus.wer([url_clip.reference], [url_alt["transcript"]]) < 25
     assert url_alt["paragraphs"]["transcript"].startswith("\n")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -774,26 +774,43 @@ def _match(tokens: Sequence[Token], i: int, words: Sequence[str]) -> bool:
     return all(not tokens[i + k].atomic and tokens[i + k].bare == w for k, w in enumerate(words))
 
 
-def dictate(tokens: Sequence[Token]) -> list[Token]:
-    """Spoken punctuation commands ("comma", "new line") become the marks they name."""
+def _rewrite(
+    tokens: Sequence[Token],
+    rules: Sequence[tuple[Sequence[str], str]],
+    apply: Callable[[list[Token], Sequence[Token], str], bool],
+) -> list[Token]:
+    """Walk the tokens; where a rule's words match (first rule first), `apply(out, matched,
+    value)` writes the rewrite into `out` and the matched tokens are consumed; when it declines
+    (returns False) the token is kept."""
     out: list[Token] = []
     i = 0
     while i < len(tokens):
-        for words, mark in DICTATION:
-            if out and _match(tokens, i, words):
-                prev = out[-1]
-                if mark.startswith("\n"):  # a line break keeps the sentence's mark
-                    text = prev.text + mark
-                else:
-                    lead, core, _ = _split_edges(prev.text)
-                    text = lead + core + mark
-                out[-1] = replace(prev, text=text)
+        for words, value in rules:
+            if _match(tokens, i, words) and apply(out, tokens[i : i + len(words)], value):
                 i += len(words)
                 break
         else:
             out.append(tokens[i])
             i += 1
     return out
+
+
+def _punctuate_previous(out: list[Token], _said: Sequence[Token], mark: str) -> bool:
+    if not out:
+        return False  # nothing to attach a mark to: the word stays a word
+    prev = out[-1]
+    if mark.startswith("\n"):  # a line break keeps the sentence's mark
+        text = prev.text + mark
+    else:
+        lead, core, _ = _split_edges(prev.text)
+        text = lead + core + mark
+    out[-1] = replace(prev, text=text)
+    return True
+
+
+def dictate(tokens: Sequence[Token]) -> list[Token]:
+    """Spoken punctuation commands ("comma", "new line") become the marks they name."""
+    return _rewrite(tokens, DICTATION, _punctuate_previous)
 
 
 def measure(tokens: Sequence[Token]) -> list[Token]:
@@ -841,28 +858,19 @@ def parse_replacement(value: str) -> tuple[str, str]:
     return find.strip(), to.strip()
 
 
+def _replace_with(out: list[Token], said: Sequence[Token], to: str) -> bool:
+    if to:  # an empty replacement removes the words
+        lead, trail = _split_edges(said[0].text)[0], _split_edges(said[-1].text)[2]
+        out.append(_merge(said, lead + to + trail, atomic=True))
+    return True
+
+
 def apply_replacements(tokens: Sequence[Token], pairs: Sequence[tuple[str, str]]) -> list[Token]:
-    """Deepgram's `replace`: whole words (or phrases), matched case-insensitively."""
+    """Deepgram's `replace`: whole words (or phrases), matched case-insensitively, the longest
+    find term first."""
     rules = [(tuple(bare(w) for w in find.split()), to) for find, to in pairs if find.split()]
-    if not rules:
-        return list(tokens)
     rules.sort(key=lambda r: -len(r[0]))
-    out: list[Token] = []
-    i = 0
-    while i < len(tokens):
-        for words, to in rules:
-            if _match(tokens, i, words):
-                group = tokens[i : i + len(words)]
-                lead = _split_edges(group[0].text)[0]
-                trail = _split_edges(group[-1].text)[2]
-                if to:
-                    out.append(_merge(group, lead + to + trail, atomic=True))
-                i += len(words)
-                break
-        else:
-            out.append(tokens[i])
-            i += 1
-    return out
+    return _rewrite(tokens, rules, _replace_with) if rules else list(tokens)
 
 
 @lru_cache(maxsize=1)

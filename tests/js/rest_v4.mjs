@@ -10,6 +10,7 @@ const fromFile = await deepgram.listen.prerecorded.transcribeFile(readFileSync(f
   model: "nova-3",
   smart_format: true,
   utterances: true,
+  search: ["country"],
 });
 if (fromFile.error) throw fromFile.error;
 

@@ -10,6 +10,7 @@ const fromFile = await client.listen.v1.media.transcribeFile(readFileSync(file),
   model: "nova-3",
   smart_format: true,
   utterances: true,
+  search: ["country"],
 });
 
 const fromUrl = await client.listen.v1.media.transcribeUrl({
