@@ -19,8 +19,10 @@ from starlette.websockets import WebSocket, WebSocketState
 from server.api import health, openai, rest, web, ws
 from server.api.errors import ApiError, render_error
 from server.api.middleware import RequestContext
+from server.callbacks.runner import CallbackJobs
 from server.engine import Engine
 from server.errors import InvalidRequest, ServiceError
+from server.outbound import AddressPolicy, Outbound
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                 app.state.load_error = str(exc)
                 log.exception("model loading failed")
 
+        await app.state.callbacks.start()
         loader = asyncio.create_task(load())
         try:
             yield
@@ -53,7 +56,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.background = set()
+    app.state.outbound = Outbound(
+        AddressPolicy.of(settings.outbound_allow_private, settings.outbound_allow_networks)
+    )
+    app.state.callbacks = CallbackJobs(settings, engine, app.state.outbound)
     app.state.draining = False
     app.state.streams = set()  # open WebSocket sessions; shutdown flushes each (server/runner.py)
     app.state.load_error = None
@@ -107,13 +113,12 @@ async def _render(conn: HTTPConnection, exc: ServiceError | ApiError) -> JSONRes
 
 
 async def drain(app: FastAPI) -> None:
-    """Stop taking work and let in-flight background work (callbacks) finish, within a deadline."""
+    """Stop taking work; callback deliveries in flight get what is left of the deadline, and
+    every callback job not yet delivered stays on disk for the next start."""
     app.state.draining = True
     # After a signal the deadline started then (server/runner.py); otherwise it starts now.
     deadline = getattr(app.state, "drain_deadline", None)
     timeout = app.state.settings.shutdown_deadline_s
     if deadline is not None:
         timeout = max(0.0, deadline - time.monotonic())
-    pending = list(app.state.background)
-    if pending:
-        await asyncio.wait(pending, timeout=timeout)
+    await app.state.callbacks.stop(timeout)

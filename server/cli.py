@@ -71,13 +71,15 @@ def _inputs(specs: list[str]) -> list[Input]:
 async def _read(item: Input, settings: Settings) -> tuple[bytes | BinaryIO, str]:
     """The input's bytes and sha256; a URL is fetched under the server's URL limits."""
     from server.audio.fetch import fetch_url
+    from server.outbound import AddressPolicy, Outbound
 
     if item.is_url:
         payload = await fetch_url(
             item.spec,
+            # The operator's own machine asks, not a remote client: any address is fine.
+            outbound=Outbound(AddressPolicy(allow_private=True)),
             timeout_s=settings.url_timeout_s,
             limit=settings.url_max_bytes,
-            allow_private=True,  # the operator's own machine asks, not a remote client
         )
         return payload.file, payload.sha256
     data = sys.stdin.buffer.read() if item.spec == "-" else Path(item.spec).read_bytes()

@@ -76,3 +76,20 @@ GPU_MEMORY_BYTES = Gauge(
     ["device"],
     registry=REGISTRY,
 )
+CALLBACK_JOBS = Gauge(
+    "openlisten_callback_jobs",
+    "Callback jobs on disk by state (transcribe, deliver, dead)",
+    ["state"],
+    registry=REGISTRY,
+)
+CALLBACK_DELIVERIES = Counter(
+    "openlisten_callback_deliveries_total",
+    "Callback delivery attempts by outcome (delivered, failed)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+CALLBACK_DEAD_LETTERS = Counter(
+    "openlisten_callback_dead_letters_total",
+    "Callback jobs whose delivery gave up after every retry",
+    registry=REGISTRY,
+)

@@ -8,6 +8,7 @@ below. Every limit the server enforces lives here so operators can tune it.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 from functools import cached_property
@@ -33,13 +34,21 @@ def _default_models_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "openlisten" / "models"
 
 
+def _default_state_dir() -> Path:
+    """`$XDG_STATE_HOME/openlisten` (usually ~/.local/state/openlisten); the images use a volume."""
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "openlisten"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OPENLISTEN_", extra="ignore", validate_default=True
     )
 
     # --- serving -------------------------------------------------------------------------------
-    host: str = "0.0.0.0"
+    host: str = Field(
+        default="127.0.0.1", description="address to listen on; the images set 0.0.0.0"
+    )
     port: int = 8000
     config: Path | None = Field(default=None, description="TOML file with any of these settings")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -114,12 +123,52 @@ class Settings(BaseSettings):
     )
     url_timeout_s: float = Field(default=30.0, gt=0)
     url_max_bytes: int = Field(default=2 * 1024**3, ge=1)
-    url_allow_private: bool = Field(
-        default=True, description="allow url= bodies that point at loopback/private addresses"
+    json_max_bytes: int = Field(
+        default=64 * 1024, ge=1024, description='largest JSON request body ({"url": ...})'
+    )
+    body_read_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest wait for the next piece of a request body"
+    )
+    upload_min_bytes_per_s: int = Field(
+        default=8192,
+        ge=0,
+        description="slowest average upload accepted after the first `upload_grace_s`; 0 = off",
+    )
+    upload_grace_s: float = Field(
+        default=10.0, ge=0, description="time an upload may take before its rate is checked"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="longest a client may take to send request headers"
     )
 
+    # --- outbound requests (url= sources and callbacks) ----------------------------------------
+    outbound_allow_private: bool = Field(
+        default=False,
+        description="let url= sources and callbacks reach loopback, private and link-local "
+        "addresses (cloud metadata addresses stay refused)",
+    )
+    outbound_allow_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs that url= sources and callbacks may reach even though not public",
+    )
+
+    # --- callbacks -----------------------------------------------------------------------------
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        description="where pending callback jobs are kept (SQLite plus their audio)",
+    )
     callback_retries: int = Field(default=10, ge=0)
-    callback_retry_delay_s: float = Field(default=30.0, ge=0)
+    callback_retry_delay_s: float = Field(
+        default=30.0, ge=0, description="first retry delay; doubles per attempt"
+    )
+    callback_retry_max_delay_s: float = Field(
+        default=600.0, ge=0, description="longest delay between callback retries"
+    )
+    callback_timeout_s: float = Field(default=30.0, gt=0, description="timeout of one delivery")
+    callback_max_pending: int = Field(
+        default=100, ge=1, description="callback jobs not yet delivered; more get 503"
+    )
+    callback_workers: int = Field(default=2, ge=1, description="callback jobs transcribed at once")
 
     # --- auth ----------------------------------------------------------------------------------
     api_key: Annotated[list[str], NoDecode] = Field(
@@ -130,6 +179,11 @@ class Settings(BaseSettings):
 
     # --- streaming -----------------------------------------------------------------------------
     ws_idle_timeout_s: float = Field(default=10.0, gt=0)
+    ws_keepalive_only_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="close a stream that has sent only KeepAlive (no audio) for this long",
+    )
     ws_interim_step_s: float = Field(default=0.5, gt=0)
     ws_max_utterance_s: float = Field(default=12.0, gt=1)
     ws_max_backlog_s: float = Field(
@@ -148,7 +202,14 @@ class Settings(BaseSettings):
     # --- shutdown ------------------------------------------------------------------------------
     shutdown_deadline_s: float = Field(default=30.0, gt=0)
 
-    @field_validator("api_key", "preload", "cors_origins", "device_index", mode="before")
+    @field_validator(
+        "api_key",
+        "preload",
+        "cors_origins",
+        "device_index",
+        "outbound_allow_networks",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         """Environment variables carry lists as `a,b,c`; JSON lists still work.
@@ -160,6 +221,13 @@ class Settings(BaseSettings):
             if value.lstrip().startswith("["):
                 return json.loads(value)
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("outbound_allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # a typo fails at start, not per request
         return value
 
     @classmethod

@@ -58,10 +58,21 @@ def free_port() -> int:
 def start_server(
     tmp: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 180
 ) -> Server:
-    """Start `openlisten serve` as a real process and wait for /readyz."""
+    """Start `openlisten serve` as a real process and wait for /readyz.
+
+    Each server gets its own state directory (callback jobs), and may fetch from and call back
+    to loopback, where the tests' file hosts and callback receivers listen; tests of the SSRF
+    defaults override `OPENLISTEN_OUTBOUND_ALLOW_NETWORKS`.
+    """
     port = free_port()
     log = tmp / f"server-{port}.log"
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "OPENLISTEN_STATE_DIR": str(tmp / f"state-{port}"),
+        "OPENLISTEN_OUTBOUND_ALLOW_NETWORKS": "127.0.0.0/8",
+        **(env or {}),
+    }
     process = subprocess.Popen(
         [
             sys.executable,

@@ -137,19 +137,20 @@ CASES = [
     ),
     Case("json url not a string", 400, post(json={"url": 42}), "INVALID_JSON"),
     Case("url not http", 400, post(json={"url": "file:///etc/passwd"}), says="http"),
+    # Every fetch failure reads the same (the server is no port scanner): tests/test_ssrf.py.
     Case(
         "url answers 404",
         400,
         post(json=lambda h: {"url": f"{h.url}/missing.wav"}),
         "REMOTE_CONTENT_ERROR",
-        "404",
+        "could not fetch",
     ),
     Case(
         "url never answers",
         400,
         post(json=lambda h: {"url": f"{h.url}/stall"}),
         "REMOTE_CONTENT_ERROR",
-        "2 s",
+        "could not fetch",
     ),
     Case(
         "url refuses connections",

@@ -104,6 +104,8 @@ class LocalHost:
     files: dict[str, bytes] = field(default_factory=dict)
     received: list[dict[str, Any]] = field(default_factory=list)
     fail_first: int = 0  # answer this many callback requests with 500 before accepting
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location (302)
+    fetched: list[str] = field(default_factory=list)  # every GET path, in order
     url: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -115,14 +117,30 @@ class LocalHost:
 
 
 @contextmanager
-def local_host(files: dict[str, bytes] | None = None, fail_first: int = 0) -> Iterator[LocalHost]:
-    host = LocalHost(files=dict(files or {}), fail_first=fail_first)
+def local_host(
+    files: dict[str, bytes] | None = None,
+    fail_first: int = 0,
+    *,
+    bind: str = "127.0.0.1",
+    port: int = 0,
+    redirects: dict[str, str] | None = None,
+) -> Iterator[LocalHost]:
+    host = LocalHost(
+        files=dict(files or {}), fail_first=fail_first, redirects=dict(redirects or {})
+    )
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:  # keep pytest output clean
             pass
 
         def do_GET(self) -> None:
+            host.fetched.append(self.path)
+            if self.path in host.redirects:
+                self.send_response(302)
+                self.send_header("Location", host.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.path.startswith("/stall"):
                 host._stop.wait(60)  # accept, then never answer
                 return
@@ -154,11 +172,11 @@ def local_host(files: dict[str, bytes] | None = None, fail_first: int = 0) -> It
         do_POST = _record
         do_PUT = _record
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd = ThreadingHTTPServer((bind, port), Handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    host.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    host.url = f"http://{bind}:{httpd.server_address[1]}"
     try:
         yield host
     finally:

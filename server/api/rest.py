@@ -2,67 +2,61 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse
 
+from server.api.body import json_object
 from server.api.disconnect import ClientGone, unless_disconnected
-from server.api.errors import error_body, to_api_error
 from server.api.gate import admit
 from server.api.params import ListenParams, param_limits, parse
 from server.audio.fetch import Payload, collect, fetch_url, too_large
 from server.engine import Engine
-from server.errors import (
-    InvalidJson,
-    InvalidParameter,
-    InvalidRequest,
-    ServiceError,
-)
+from server.errors import InvalidJson, InvalidParameter, InvalidRequest
 from server.service import transcribe_source
 
 router = APIRouter(dependencies=[Depends(admit)])
-T = TypeVar("T")
 log = logging.getLogger(__name__)
+URL_SHAPE = 'Invalid JSON: expected {"url": "https://..."}'
 
 
-def _params(request: Request) -> ListenParams:
-    return parse(request.query_params, param_limits(request.app.state.settings))
+async def _params(request: Request) -> ListenParams:
+    params = parse(request.query_params, param_limits(request.app.state.settings))
+    if params.callback:  # refused before any body is read or fetched
+        await request.app.state.callbacks.check_callback(params.callback)
+    return params
 
 
 async def _url_payload(request: Request, url: Any) -> Payload:
     settings = request.app.state.settings
     if not isinstance(url, str) or not url:
-        raise InvalidJson('Invalid JSON: expected {"url": "https://..."}')
+        raise InvalidJson(URL_SHAPE)
     return await fetch_url(
         url,
+        outbound=request.app.state.outbound,
         timeout_s=settings.url_timeout_s,
         limit=settings.url_max_bytes,
-        allow_private=settings.url_allow_private,
     )
 
 
 async def _body_payload(request: Request) -> Payload:
     settings = request.app.state.settings
-    limit = settings.max_body_bytes
+    content_type = request.headers.get("content-type", "").lower()
+    is_json = content_type.startswith("application/json")
+    limit = settings.json_max_bytes if is_json else settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
-    content_type = request.headers.get("content-type", "").lower()
-    if content_type.startswith("application/json"):
-        raw = await request.body()
-        try:
-            body = json.loads(raw or b"null")
-        except ValueError as exc:
-            raise InvalidJson("Invalid JSON submitted.") from exc
-        if not isinstance(body, dict) or "url" not in body:
-            raise InvalidJson('Invalid JSON: expected {"url": "https://..."}')
-        return await _url_payload(request, body["url"])
+    # Chunked bodies too: never more than `limit` bytes are read, whatever the headers say.
     payload = await collect(request.stream(), limit)
+    if is_json:
+        with payload:
+            body = json_object(payload.file.read())
+        if "url" not in body:
+            raise InvalidJson(URL_SHAPE)
+        return await _url_payload(request, body["url"])
     if payload.size == 0:
         payload.close()
         raise InvalidRequest(
@@ -76,9 +70,15 @@ async def _respond(request: Request, payload: Payload, params: ListenParams) -> 
     engine: Engine = request.app.state.engine
     request_id: str = request.state.request_id
     if params.callback:
-        task = asyncio.create_task(_callback(request.app, payload, params, request_id))
-        request.app.state.background.add(task)
-        task.add_done_callback(request.app.state.background.discard)
+        with payload:
+            await request.app.state.callbacks.submit(
+                request_id,
+                payload.file,
+                payload.sha256,
+                request.query_params.multi_items(),
+                params.callback,
+                params.callback_method,
+            )
         return JSONResponse({"request_id": request_id})
     try:
         body = await unless_disconnected(
@@ -98,38 +98,9 @@ async def _respond(request: Request, payload: Payload, params: ListenParams) -> 
     )
 
 
-async def _callback(app: Any, payload: Payload, params: ListenParams, request_id: str) -> None:
-    """Deepgram's async mode: POST (or PUT) the body, or the error, to the callback URL."""
-    settings = app.state.settings
-    try:
-        body = await transcribe_source(
-            app.state.engine, payload.file, payload.sha256, params, request_id
-        )
-    except ServiceError as exc:
-        body = error_body(to_api_error(exc), request_id)
-    finally:
-        payload.close()
-    async with httpx.AsyncClient(timeout=30) as client:
-        for attempt in range(settings.callback_retries + 1):
-            try:
-                reply = await client.request(params.callback_method, params.callback, json=body)
-                if reply.is_success:
-                    return
-                error = f"the callback answered {reply.status_code}"
-            except httpx.HTTPError as exc:
-                error = str(exc) or type(exc).__name__
-            log.warning(
-                "callback failed",
-                extra={"request_id": request_id, "error": error, "attempt": attempt},
-            )
-            if attempt < settings.callback_retries:  # no pointless wait after the last try
-                await asyncio.sleep(settings.callback_retry_delay_s)
-    log.error("callback gave up", extra={"request_id": request_id})
-
-
 @router.post("/v1/listen")
 async def listen(request: Request) -> JSONResponse:
-    params = _params(request)
+    params = await _params(request)
     payload = await _body_payload(request)
     return await _respond(request, payload, params)
 
@@ -137,7 +108,7 @@ async def listen(request: Request) -> JSONResponse:
 @router.post("/v1/listen/url")
 async def listen_url(request: Request) -> JSONResponse:
     """Shorthand some compatible servers offer: `?url=` in the query, answered like a JSON body."""
-    params = _params(request)
+    params = await _params(request)
     url = request.query_params.get("url")
     if not url:
         raise InvalidParameter("Missing the 'url' query parameter")

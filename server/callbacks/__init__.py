@@ -1,0 +1,1 @@
+"""Deepgram's asynchronous mode (`callback=`): durable jobs, delivered with retries."""

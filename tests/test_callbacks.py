@@ -1,0 +1,127 @@
+"""Durable callbacks: stored before the 200, delivered across SIGTERM and kill -9, failures
+delivered as Deepgram errors, dead letters counted, pending jobs bounded."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import httpx
+import pytest
+
+from tests import corpus
+from tests.conftest import start_server
+from tests.test_metrics import scrape, value
+from tests.test_rest_support import assert_deepgram_error, local_host, transcript
+
+TIMIT = "en_timit_LDC93S1.wav"
+FAST_RETRIES = {
+    "OPENLISTEN_CALLBACK_RETRY_DELAY_S": "0.2",
+    "OPENLISTEN_CALLBACK_RETRY_MAX_DELAY_S": "0.5",
+}
+
+
+@pytest.fixture(scope="module")
+def clip():
+    if not corpus.clips():
+        pytest.skip(corpus.MISSING)
+    return corpus.by_name(TIMIT)
+
+
+def _submit(url: str, hook: str, audio: bytes) -> str:
+    reply = httpx.post(f"{url}/v1/listen", params={"callback": hook}, content=audio, timeout=60)
+    assert reply.status_code == 200, reply.text
+    return reply.json()["request_id"]
+
+
+def test_jobs_survive_sigterm_and_kill_9(tmp_path, clip):
+    """Job 1 is transcribed but its callback host is down when the server is stopped with
+    SIGTERM; job 2 is accepted and the server is killed at once. The next start delivers both."""
+    env = {**FAST_RETRIES, "OPENLISTEN_STATE_DIR": str(tmp_path / "state")}
+    audio = clip.path.read_bytes()
+    with local_host(fail_first=10**6) as hook:
+        first = start_server(tmp_path, env=env)
+        try:
+            job1 = _submit(first.url, f"{hook.url}/hook", audio)
+            assert hook.wait_for(1, timeout=120), "job 1 never reached a delivery attempt"
+        finally:
+            assert first.stop(signal.SIGTERM) == 0
+        assert "still pending at shutdown" in first.logs()
+
+        second = start_server(tmp_path, env=env)
+        job2 = _submit(second.url, f"{hook.url}/hook", audio)
+        second.process.kill()  # kill -9 right after the 200: nothing may be lost
+        second.process.wait()
+
+        hook.fail_first = 0
+        attempts = len(hook.received)
+        third = start_server(tmp_path, env=env)
+        try:
+            delivered: dict[str, dict] = {}
+            deadline = time.monotonic() + 180
+            while len(delivered) < 2 and time.monotonic() < deadline:
+                for entry in hook.received[attempts:]:
+                    if not entry.get("failed"):
+                        delivered[entry["body"]["metadata"]["request_id"]] = entry["body"]
+                time.sleep(0.1)
+            assert set(delivered) == {job1, job2}, hook.received[attempts:]
+            for body in delivered.values():
+                assert corpus.wer([clip.reference], [transcript(body)]) < 30
+            assert "callback jobs recovered" in third.logs()
+        finally:
+            third.stop()
+
+
+@pytest.fixture(scope="module")
+def strict(server_factory, clip):
+    """One retry, and room for one pending job."""
+    return server_factory(
+        env={
+            **FAST_RETRIES,
+            "OPENLISTEN_CALLBACK_RETRIES": "1",
+            "OPENLISTEN_CALLBACK_MAX_PENDING": "1",
+        }
+    )
+
+
+def test_undecodable_audio_is_delivered_as_a_deepgram_error(strict):
+    with local_host() as hook:
+        job = _submit(strict.url, f"{hook.url}/hook", b"this is not audio at all" * 100)
+        (received,) = hook.wait_for(1, timeout=60)
+    body = received["body"]
+    assert body["err_code"] == "Bad Request" and body["request_id"] == job
+    assert "corrupt" in body["err_msg"]
+
+
+def test_dead_letters_are_counted_and_logged(strict, clip):
+    before = value(scrape(strict), "openlisten_callback_dead_letters_total")
+    with local_host(fail_first=10**6) as hook:
+        job = _submit(strict.url, f"{hook.url}/hook", clip.path.read_bytes())
+        hook.wait_for(2, timeout=120)  # the first try and its one retry
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            after = value(scrape(strict), "openlisten_callback_dead_letters_total")
+            if after > before:
+                break
+            time.sleep(0.2)
+    assert after == before + 1
+    assert len(hook.received) == 2
+    dead = [line for line in strict.logs().splitlines() if "dead letter" in line]
+    assert dead and job in dead[-1] and "/hook" not in dead[-1]
+
+
+def test_pending_jobs_are_bounded(strict, clip):
+    """Job A is still being transcribed when job B arrives: with room for one, B gets 503."""
+    audio = clip.path.read_bytes()
+    with local_host() as hook:
+        _submit(strict.url, f"{hook.url}/hook", audio)
+        refused = httpx.post(
+            f"{strict.url}/v1/listen",
+            params={"callback": f"{hook.url}/hook"},
+            content=audio,
+            timeout=60,
+        )
+        body = assert_deepgram_error(refused, 503)
+        assert body["err_code"] == "TOO_MANY_REQUESTS" and "callback" in body["err_msg"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert hook.wait_for(1, timeout=120)
