@@ -92,3 +92,7 @@ def configure(level: str = "info", fmt: str = "json", secrets: Iterable[str] = (
         # Our middleware writes the access line (with request_id); uvicorn's would duplicate it.
         logging.getLogger(name).propagate = name != "uvicorn.access"
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    # httpx logs every outbound request with its full URL (a url= source or callback may carry
+    # a token in its query string): only its warnings.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
