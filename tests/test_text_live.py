@@ -19,27 +19,39 @@ import websockets
 
 from tests import corpus
 from tests.speech import say
+from tests.test_rest_support import local_host
 from tests.test_textfmt import leaks
-from tests.ws_helpers import RAW16, audio_frames, run_stream, samples16k
+from tests.ws_helpers import RAW16, Stream, audio_frames, run_stream, samples16k
 
 COUNTING = "en_uberi_one_two_three.wav"
 JFK = "en_jfk_inaugural_1961.flac"
 SPEECH = {
-    "card": "Please charge my credit card. The number is four two four two, four two four two, "
-    "four two four two, four two four two.",
+    # A Luhn-valid number; varied digits (a repetitive one sends Whisper into sampled fallback
+    # decodes, which drop words at random).
+    "card": "Please charge my credit card. The number is four five three nine, one four eight "
+    "eight, zero three four three, six four six seven.",
     "ssn": "My social security number is 1 2 3, 4 5, 6 7 8 9.",
     "code": "The code is seven three nine.",
     "apples": "I bought twenty five apples and three hundred oranges.",
     "rude": "This damn printer is a piece of shit.",
 }
-# (clip, query) streamed two at a time; each stream's messages are checked by a test below.
+NUMERALS_ON = json.dumps({"type": "Configure", "features": {"numerals": True}})
+BAD_FEATURE = json.dumps({"type": "Configure", "features": {"diarize": True}})
+# (clip, query, text frames sent first) streamed two at a time; each stream is checked below.
+# "{hook}" is the callback receiver's URL.
 STREAMS = {
-    "apples": ("apples", ""),
-    "apples-numerals": ("apples", "numerals=true"),
-    "card-pci": ("card", "redact=pci&punctuate=true&interim_results=true"),
-    "ssn-ssn": ("ssn", "redact=ssn&interim_results=true"),
-    "code-numbers": ("code", "redact=numbers&smart_format=true&interim_results=true"),
-    "rude": ("rude", "profanity_filter=true&replace=printer:scanner&search=printer"),
+    "apples": ("apples", "", ()),
+    "apples-numerals": ("apples", "numerals=true", ()),
+    "apples-configured": ("apples", "", (BAD_FEATURE, NUMERALS_ON)),
+    "card-pci": ("card", "redact=pci&punctuate=true&interim_results=true", ()),
+    "ssn-ssn": ("ssn", "redact=ssn&interim_results=true", ()),
+    "code-numbers": ("code", "redact=numbers&smart_format=true&interim_results=true", ()),
+    "rude": (
+        "rude",
+        "profanity_filter=true&replace=printer:scanner&search=printer&extra=team:blue"
+        "&tag=alpha&tag=beta&summarize=v2&callback={hook}/hook",
+        (),
+    ),
 }
 
 
@@ -53,24 +65,37 @@ def clips(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def streams(server, clips) -> dict[str, list[dict[str, Any]]]:
+def hook():
+    """Receives the POSTs of a stream's `callback`."""
+    with local_host() as host:
+        yield host
+
+
+@pytest.fixture(scope="module")
+def sessions(server, clips, hook) -> dict[str, Stream]:
     """Every stream of this module at real-time pace, two at a time (a 2-core machine shared
     with the rest of the suite keeps up with that)."""
 
-    async def one(clip: str, query: str, gate: asyncio.Semaphore):
-        url = f"{server.ws_url}/v1/listen?{RAW16}&{query}"
-        frames = audio_frames(samples16k(clips[clip]), chunk_s=0.1)
+    async def one(clip: str, query: str, first: tuple[str, ...], gate: asyncio.Semaphore):
+        url = f"{server.ws_url}/v1/listen?{RAW16}&{query.format(hook=hook.url)}"
+        frames = [*first, *audio_frames(samples16k(clips[clip]), chunk_s=0.1)]
         async with gate:
             return await run_stream(url, frames, pace_s=0.1)
 
     async def everything():
         gate = asyncio.Semaphore(2)
-        return await asyncio.gather(*(one(c, q, gate) for c, q in STREAMS.values()))
+        return await asyncio.gather(*(one(*spec, gate) for spec in STREAMS.values()))
 
     done = asyncio.run(everything())
     for name, result in zip(STREAMS, done, strict=True):
         assert result.close_code == 1000, (name, result.close_code, result.close_reason)
-    return {name: result.of("Results") for name, result in zip(STREAMS, done, strict=True)}
+    return dict(zip(STREAMS, done, strict=True))
+
+
+@pytest.fixture(scope="module")
+def streams(sessions) -> dict[str, list[dict[str, Any]]]:
+    """Each stream's Results messages."""
+    return {name: result.of("Results") for name, result in sessions.items()}
 
 
 def rest(server, path: Path, **params: str) -> dict[str, Any]:
@@ -302,3 +327,37 @@ def test_unknown_encoding_is_a_clear_400(server):
     reply = httpx.post(f"{server.url}/v1/listen?encoding=ulaw9", content=b"\0" * 100, timeout=30)
     assert reply.status_code == 400 and "supported" in reply.json()["err_msg"]
     json.dumps(reply.json())
+
+
+# --- streaming parity ---------------------------------------------------------------------------
+def test_stream_echoes_extra_tags_and_warnings(sessions):
+    rude = sessions["rude"]
+    results = rude.of("Results")
+    assert results and all(m["metadata"]["extra"] == {"team": "blue"} for m in results)
+    (summary,) = rude.of("Metadata")
+    assert summary["tags"] == ["alpha", "beta"] and summary["extra"] == {"team": "blue"}
+    flagged = {w["parameter"] for w in summary["warnings"]}
+    assert "summarize" in flagged
+
+
+def test_configure_features_apply_to_later_results(sessions):
+    configured = sessions["apples-configured"]
+    failure, success = configured.of("ConfigureFailure"), configured.of("ConfigureSuccess")
+    assert len(failure) == 1 and "diarize" in failure[0]["description"]
+    assert len(success) == 1
+    text = stream_text(configured.of("Results"))
+    assert "25" in text and "300" in text, text
+
+
+def test_stream_callback_receives_every_message(sessions, hook):
+    rude = sessions["rude"]
+    received = [r["body"] for r in hook.wait_for(len(rude.messages), timeout=30)]
+    assert [m["type"] for m in received] == [m["type"] for m in rude.messages]
+    assert received == rude.messages
+
+
+def test_stream_callback_must_be_http(server):
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        url = f"{server.ws_url}/v1/listen?{RAW16}&callback=wss://example.com/cb"
+        asyncio.run(run_stream(url, []))
+    assert refused.value.response.status_code == 400

@@ -160,7 +160,7 @@ def test_undecodable_audio_closes_with_reason(server):
     garbage = b"this is certainly not audio, just text bytes. " * 2000
     frames = [*chunks(garbage, 8192), CLOSE]
     result = stream(f"{server.ws_url}/v1/listen", frames)
-    assert result.close_code == 1002
+    assert result.close_code == 1008  # Deepgram's troubleshooting page: 1008 DATA-0000
     assert "DATA-0000" in result.close_reason and len(result.close_reason.encode()) <= 123
     assert result.of("Error")
     assert not result.of("Results")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from starlette.datastructures import QueryParams
@@ -361,3 +361,53 @@ def _redact(out: ListenParams, value: str) -> None:
 def parse_bool_quiet(value: str) -> bool | None:
     lowered = value.strip().lower()
     return True if lowered in TRUE else False if lowered in FALSE else None
+
+
+# Text features a stream's `Configure` message may change for later results.
+CONFIGURE_FEATURES = {
+    "numerals",
+    "punctuate",
+    "smart_format",
+    "profanity_filter",
+    "dictation",
+    "measurements",
+    "redact",
+    "replace",
+    "search",
+}
+
+
+def configure_features(
+    features: object, text: textfmt.TextOptions, search: tuple[str, ...]
+) -> tuple[textfmt.TextOptions, tuple[str, ...]]:
+    """Apply `Configure {"features": {...}}` to a stream's text options, validated as the same
+    query parameters would be; anything else is a ParamError (a ConfigureFailure)."""
+    if not isinstance(features, dict) or not features:
+        raise ParamError("'features' must be an object of feature names and values")
+    unknown = sorted(set(features) - CONFIGURE_FEATURES)
+    if unknown:
+        raise ParamError(
+            f"these features cannot be changed mid-stream: {', '.join(map(str, unknown))[:200]}"
+        )
+    items: list[tuple[str, str]] = []
+    for name, value in features.items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if not isinstance(item, str | bool | int | float):
+                raise ParamError(f"Invalid value for '{name}'")
+            items.append((name, str(item).lower() if isinstance(item, bool) else str(item)))
+    parsed = parse(items)
+    changes: dict[str, object] = {
+        name: getattr(parsed, name)
+        for name in ("numerals", "smart_format", "profanity_filter", "dictation", "measurements")
+        if name in features
+    }
+    if "punctuate" in features or "smart_format" in features:
+        punctuate = parsed.punctuate if "punctuate" in features else text.punctuate
+        changes["punctuate"] = punctuate or changes.get("smart_format", text.smart_format)
+    if "redact" in features:
+        changes["redact"] = frozenset(parsed.redact)
+    if "replace" in features:
+        changes["replace"] = tuple(parsed.replace)
+    searched = tuple(parsed.search) if "search" in features else search
+    return replace(text, **changes), searched  # type: ignore[arg-type]

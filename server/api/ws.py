@@ -14,11 +14,12 @@ from fastapi import APIRouter, Depends, WebSocket
 
 from server.api.auth import parse_subprotocols
 from server.api.gate import admit
-from server.api.params import ListenParams, param_limits, parse
+from server.api.params import ListenParams, configure_features, param_limits, parse
 from server.deepgram.textfmt import FILLER_PROMPT
 from server.engine import DecodeOptions, Engine
 from server.errors import Busy
 from server.language import choose_language
+from server.notices import Notices
 from server.service import raw_format, suppressed_tokens
 from server.settings import Settings
 from server.streaming import policy
@@ -90,7 +91,28 @@ async def _spec(
         max_backlog_s=settings.ws_max_backlog_s,
         close_deadline_s=settings.shutdown_deadline_s,
         config=config,
+        reconfigure=_reconfigure,
+        extra=dict(params.extra),
+        tags=tuple(params.tags),
+        warnings=tuple(_warnings(params, resolution.warning)),
+        callback=params.callback,
+        callback_method=params.callback_method,
     )
+
+
+def _reconfigure(features: object, config: StreamConfig) -> StreamConfig:
+    """`Configure {"features": ...}`: validated as the query string is; later results use it."""
+    text, search = configure_features(features, config.text, config.search)
+    return replace(config, text=text, search=search)
+
+
+def _warnings(params: ListenParams, model_warning: str | None) -> list[dict[str, str]]:
+    """What a REST body would list in `metadata.warnings`; a stream sends it in its Metadata."""
+    notices = Notices()
+    notices.extend(params.warnings)
+    if model_warning:
+        notices.add("model", model_warning, "model_fallback")
+    return notices.as_dicts()
 
 
 @router.websocket("/v1/listen", dependencies=[Depends(admit)])

@@ -47,6 +47,7 @@ def results(
     model: ModelInfo,
     search: Sequence[str] = (),
     context: Sequence[StreamWord] = (),
+    extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One Results message; the result's words are already on the stream clock. They are shaped
     by the functions that shape a REST body, so a value reads the same either way; `context` is
@@ -76,6 +77,7 @@ def results(
             "request_id": request_id,
             "model_uuid": model.uuid,
             "model_info": model.as_deepgram(),
+            **({"extra": dict(extra)} if extra else {}),
         },
     }
 
@@ -93,6 +95,7 @@ def message(
     model: ModelInfo,
     search: Sequence[str] = (),
     context: Sequence[StreamWord] = (),
+    extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The Deepgram message for anything a stream produces."""
     match event:
@@ -105,6 +108,7 @@ def message(
                 model=model,
                 search=search,
                 context=context,
+                extra=extra,
             )
         case SpeechStarted(channel, timestamp):
             return speech_started(channel, channels, timestamp)
@@ -121,10 +125,14 @@ def metadata(
     channels: int,
     model: ModelInfo | None,
     created: str | None = None,
+    tags: Sequence[str] = (),
+    extra: dict[str, str] | None = None,
+    warnings: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
     """The end-of-stream summary, sent once after CloseStream just before the close frame.
 
     With no audio at all Deepgram reports `duration: 0, channels: 0` and no model fields.
+    `tags`, `extra` and `warnings` are as in a REST body's metadata.
     """
     meta: dict[str, Any] = {
         "type": "Metadata",
@@ -138,6 +146,12 @@ def metadata(
     if model is not None and channels:
         meta["models"] = [model.uuid]
         meta["model_info"] = {model.uuid: model.as_deepgram()}
+    if warnings:
+        meta["warnings"] = list(warnings)
+    if tags:
+        meta["tags"] = list(tags)
+    if extra:
+        meta["extra"] = dict(extra)
     return meta
 
 

@@ -23,7 +23,8 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ from server.audio.decode import AudioError, RawFormat
 from server.audio.stream import make_decoder
 from server.deepgram import live
 from server.engine import Engine, ModelInfo
+from server.errors import ServiceError
+from server.streaming.callback import CallbackSink
 from server.streaming.channel import Channel
 from server.streaming.config import StreamConfig
 from server.streaming.decoding import EngineDecoder
@@ -46,11 +49,13 @@ NET_0001 = (
     "Deepgram did not receive audio data or a text message within the timeout window. "
     "See https://dpgr.am/net0001"
 )
+# Deepgram's current troubleshooting page: close 1008 with the payload "DATA-0000" when the
+# payload "cannot be decoded as audio" (not audio, or a codec it does not support).
 DATA_0000 = "DATA-0000: the payload cannot be decoded as audio"
 UNFINISHED = "the stream closed before all of its audio could be transcribed"
 CONTEXT_WORDS = 16  # final words kept per channel for redaction across results
 CLOSE_NORMAL = 1000
-CLOSE_DATA = 1002
+CLOSE_DATA = 1008
 CLOSE_TIMEOUT = 1011
 CLOSE_UNFINISHED = 1011
 
@@ -67,6 +72,14 @@ class StreamSpec:
     max_backlog_s: float  # stop reading the socket while more audio than this awaits finals
     close_deadline_s: float  # longest wait for the last finals when the stream ends
     config: StreamConfig
+    # `Configure {"features": ...}`: the new config for later results, or a ValueError or
+    # ServiceError (the API layer validates features as it validates query parameters).
+    reconfigure: Callable[[object, StreamConfig], StreamConfig] | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # echoed in every Results' metadata
+    tags: tuple[str, ...] = ()  # echoed in the closing Metadata
+    warnings: tuple[dict[str, str], ...] = ()  # sent in the closing Metadata
+    callback: str | None = None  # every message is also POSTed (or PUT) there
+    callback_method: str = "POST"
 
 
 def close_reason(text: str) -> str:
@@ -76,10 +89,12 @@ def close_reason(text: str) -> str:
 
 
 class Outbox:
-    """Serialises outgoing messages on one task, so sync code (VAD callbacks) can emit too."""
+    """Serialises outgoing messages on one task, so sync code (VAD callbacks) can emit too;
+    a stream `callback` gets a copy of each."""
 
-    def __init__(self, ws: WebSocket) -> None:
+    def __init__(self, ws: WebSocket, copy_to: CallbackSink | None = None) -> None:
         self._ws = ws
+        self._copy_to = copy_to
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._run())
         self.broken = False
@@ -88,6 +103,8 @@ class Outbox:
         if message.get("type") not in live.KNOWN_TYPES:  # never put an unknown type on the wire
             raise ValueError(f"refusing to send message type {message.get('type')!r}")
         self._queue.put_nowait(message)
+        if self._copy_to is not None:
+            self._copy_to.put(message)
 
     async def _run(self) -> None:
         while True:
@@ -113,7 +130,13 @@ class Session:
         self.engine = engine
         self.spec = spec
         self.config = spec.config
-        self.outbox = Outbox(ws)
+        self.callback = (
+            CallbackSink(spec.callback, spec.callback_method, spec.request_id)
+            if spec.callback
+            else None
+        )
+        self.outbox = Outbox(ws, self.callback)
+        self._keyterms: list[str] = []
         self.channels: list[Channel] = []
         self.audio_channels = 0
         self.samples = 0  # 16 kHz samples received per channel
@@ -189,6 +212,7 @@ class Session:
                 model=self.spec.model_info,
                 search=self.config.search,
                 context=tuple(said or ()),
+                extra=self.spec.extra,
             )
         )
         if said is not None and event.is_final:
@@ -232,25 +256,40 @@ class Session:
         return False
 
     def _configure(self, message: dict[str, Any]) -> None:
+        """`keyterms` replace the hotwords, `features` the text shaping of later results; all
+        or nothing: a bad part fails the whole message and changes nothing."""
         keyterms = message.get("keyterms")
-        if not isinstance(keyterms, list) or not all(isinstance(k, str) for k in keyterms):
+        features = message.get("features")
+        config = self.config
+        try:
+            if keyterms is None and features is None:
+                raise ValueError("Configure needs 'keyterms' or 'features'")
+            if keyterms is not None:
+                if not isinstance(keyterms, list) or not all(isinstance(k, str) for k in keyterms):
+                    raise ValueError("Configure accepts 'keyterms' as a list of strings")
+                hotwords = " ".join(k.strip() for k in keyterms if k.strip()) or None
+                config = replace(
+                    config,
+                    final_options=replace(config.final_options, hotwords=hotwords),
+                    interim_options=replace(config.interim_options, hotwords=hotwords),
+                )
+            if features is not None:
+                if self.spec.reconfigure is None:
+                    raise ValueError("this stream's features cannot be changed")
+                config = self.spec.reconfigure(features, config)
+        except (ValueError, ServiceError) as exc:
             self.outbox.put(
                 live.configure_failure(
-                    self.spec.request_id,
-                    "CONFIGURE_INTERNAL_ERROR",
-                    "Configure accepts 'keyterms' as a list of strings",
+                    self.spec.request_id, "CONFIGURE_INTERNAL_ERROR", str(exc)[:500]
                 )
             )
             return
-        hotwords = " ".join(k.strip() for k in keyterms if k.strip()) or None
-        self.config = replace(
-            self.config,
-            final_options=replace(self.config.final_options, hotwords=hotwords),
-            interim_options=replace(self.config.interim_options, hotwords=hotwords),
-        )
+        if keyterms is not None:
+            self._keyterms = list(keyterms)
+        self.config = config
         for channel in self.channels:
             channel.configure(self.config)
-        self.outbox.put(live.configure_success(self.spec.request_id, keyterms))
+        self.outbox.put(live.configure_success(self.spec.request_id, self._keyterms))
 
     # --- the connection loop -----------------------------------------------------------------
     async def run(self) -> None:
@@ -337,6 +376,9 @@ class Session:
                     duration=self.samples / SAMPLE_RATE,
                     channels=self.audio_channels,
                     model=self.spec.model_info,
+                    tags=self.spec.tags,
+                    extra=self.spec.extra,
+                    warnings=self.spec.warnings,
                 )
             )
         await self.outbox.drain()
@@ -345,6 +387,8 @@ class Session:
                 await self.ws.close(code, close_reason(reason))
 
     async def _cleanup(self) -> None:
+        if self.callback is not None:
+            await self.callback.close(self.spec.close_deadline_s)
         self.decoder.close()
         for channel in self.channels:
             await channel.close()
