@@ -124,10 +124,12 @@ async def listen(ws: WebSocket) -> None:
     request_id: str = ws.scope.get("state", {}).get("request_id") or ""
     params = parse(ws.query_params, param_limits(settings))
     _admit_stream(ws, engine, settings)
+    if params.callback:  # refused at the handshake, as REST refuses it before the 200
+        await app.state.callbacks.check_callback(params.callback)
     spec = await _spec(params, engine, settings, request_id)
     scheme = parse_subprotocols(list(ws.scope.get("subprotocols") or []))[0]
     await ws.accept(subprotocol=scheme, headers=[(b"dg-request-id", request_id.encode())])
-    session = Session(ws, engine, spec)
+    session = Session(ws, engine, spec, outbound=app.state.outbound)
     app.state.streams.add(session)
     log.info("stream opened", extra={"request_id": request_id, "model": spec.config.model})
     try:

@@ -146,13 +146,7 @@ def metadata(
     if model is not None and channels:
         meta["models"] = [model.uuid]
         meta["model_info"] = {model.uuid: model.as_deepgram()}
-    if warnings:
-        meta["warnings"] = list(warnings)
-    if tags:
-        meta["tags"] = list(tags)
-    if extra:
-        meta["extra"] = dict(extra)
-    return meta
+    return response.with_echoes(meta, warnings=warnings, tags=tags, extra=extra)
 
 
 def speech_started(channel: int, channels: int, timestamp: float) -> dict[str, Any]:

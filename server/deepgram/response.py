@@ -196,6 +196,18 @@ def metadata(
         "models": [model.uuid],
         "model_info": {model.uuid: model.as_deepgram()},
     }
+    return with_echoes(meta, warnings=warnings, tags=tags, extra=extra)
+
+
+def with_echoes(
+    meta: dict[str, Any],
+    *,
+    warnings: Sequence[dict[str, str]] = (),
+    tags: Sequence[str] = (),
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A request's warnings, `tag`s and `extra` pairs added to a metadata object, where set
+    (REST bodies and a stream's closing Metadata alike)."""
     if warnings:
         meta["warnings"] = list(warnings)
     if tags:

@@ -4,19 +4,23 @@ to the callback URL, one request per message, in order.
 The socket still gets every message, so an SDK client sees nothing different. Delivery runs on
 its own task behind a bounded queue: a slow or dead callback server can delay nothing on the
 socket, and costs at most `MAX_PENDING` messages of memory (beyond that the oldest undelivered
-ones are dropped, and the drop is logged). Deepgram's `ws(s)://` callbacks (a second WebSocket)
-are not offered: such a URL is refused at the handshake.
+ones are dropped, and the drop is logged). Every request goes through `server.outbound` (each
+hop checked and pinned, as REST callbacks are). Deepgram's `ws(s)://` callbacks (a second
+WebSocket) are not offered: such a URL is refused at the handshake.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import deque
 from typing import Any
 
 import httpx
+
+from server.outbound import Outbound, Refused, describe
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +31,8 @@ TIMEOUT_S = 10.0
 
 
 class CallbackSink:
-    def __init__(self, url: str, method: str, request_id: str) -> None:
+    def __init__(self, outbound: Outbound, url: str, method: str, request_id: str) -> None:
+        self.outbound = outbound
         self.url = url
         self.method = method
         self.request_id = request_id
@@ -46,8 +51,7 @@ class CallbackSink:
         self._wake.set()
 
     async def _run(self) -> None:
-        headers = {"dg-request-id": self.request_id}
-        async with httpx.AsyncClient(timeout=TIMEOUT_S, headers=headers) as client:
+        async with httpx.AsyncClient(timeout=TIMEOUT_S, trust_env=False) as client:
             while True:
                 if not self._pending:
                     if self._closing:
@@ -59,17 +63,27 @@ class CallbackSink:
 
     async def _deliver(self, client: httpx.AsyncClient, message: dict[str, Any]) -> None:
         for attempt in range(ATTEMPTS):
+            headers = {"content-type": "application/json", "dg-request-id": self.request_id}
             try:
-                reply = await client.request(self.method, self.url, json=message)
-                if reply.is_success:
-                    self.delivered += 1
-                    return
-                error = f"the callback answered {reply.status_code}"
+                async with self.outbound.stream(
+                    client, self.method, self.url, content=json.dumps(message), headers=headers
+                ) as reply:
+                    if reply.is_success:
+                        self.delivered += 1
+                        return
+                    error = f"the callback answered {reply.status_code}"
+            except Refused as exc:
+                error = str(exc)
             except httpx.HTTPError as exc:
-                error = str(exc) or type(exc).__name__
+                error = type(exc).__name__
             log.warning(
                 "stream callback failed",
-                extra={"request_id": self.request_id, "error": error, "attempt": attempt},
+                extra={
+                    "request_id": self.request_id,
+                    "callback": describe(self.url),
+                    "error": error,
+                    "attempt": attempt,
+                },
             )
             if attempt + 1 < ATTEMPTS:
                 await asyncio.sleep(RETRY_DELAY_S)

@@ -36,6 +36,7 @@ from server.audio.stream import make_decoder
 from server.deepgram import live
 from server.engine import Engine, ModelInfo
 from server.errors import ServiceError
+from server.outbound import Outbound
 from server.streaming.callback import CallbackSink
 from server.streaming.channel import Channel
 from server.streaming.config import StreamConfig
@@ -125,14 +126,16 @@ class Outbox:
 
 
 class Session:
-    def __init__(self, ws: WebSocket, engine: Engine, spec: StreamSpec) -> None:
+    def __init__(
+        self, ws: WebSocket, engine: Engine, spec: StreamSpec, outbound: Outbound | None = None
+    ) -> None:
         self.ws = ws
         self.engine = engine
         self.spec = spec
         self.config = spec.config
         self.callback = (
-            CallbackSink(spec.callback, spec.callback_method, spec.request_id)
-            if spec.callback
+            CallbackSink(outbound, spec.callback, spec.callback_method, spec.request_id)
+            if spec.callback and outbound is not None
             else None
         )
         self.outbox = Outbox(ws, self.callback)
