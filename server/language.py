@@ -8,8 +8,7 @@ client confident text in the wrong language.
 
 from __future__ import annotations
 
-from faster_whisper.tokenizer import _LANGUAGE_CODES
-
+from server.engine.fw import LANGUAGE_CODES
 from server.errors import InvalidParameter
 
 DEFAULT = "en"
@@ -20,7 +19,7 @@ def whisper_language(code: str | None) -> str | None:
     if not code:
         return None
     base = code.lower().split("-")[0]
-    return base if base in _LANGUAGE_CODES else None
+    return base if base in LANGUAGE_CODES else None
 
 
 def choose_language(

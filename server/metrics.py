@@ -36,6 +36,17 @@ BATCH_SIZE = Histogram(
     registry=REGISTRY,
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
 )
+PACK_PIECES = Histogram(
+    "openlisten_pack_pieces",
+    "Windows sharing one encoder window when packing is on (1 = decoded alone)",
+    registry=REGISTRY,
+    buckets=(1, 2, 3, 4, 6, 8, 12),
+)
+PACK_REFUSED = Counter(
+    "openlisten_pack_refused_total",
+    "Packed windows whose split the guards refused; their windows were decoded one by one",
+    registry=REGISTRY,
+)
 INFERENCE_SECONDS = Histogram(
     "openlisten_inference_seconds",
     "Wall time of one inference batch",

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from faster_whisper.vad import VadOptions
 
 from server.audio.decode import DecodedAudio
 from server.diarize import Diarization, SpeakerHints
 from server.engine import DecodeOptions, Engine, Priority, Segment, Word
+from server.engine.fw import VadOptions
 from server.notices import Notices
 from server.vad import SpeechPlan, plan_speech
 

@@ -100,6 +100,17 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="refuse new work once queued work would wait this long"
     )
 
+    pack: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="pack short windows that wait together into one encoder window; auto = on CPU",
+    )
+    pack_gap_ms: int = Field(
+        default=1000, ge=200, le=5000, description="silence between windows in a packed window"
+    )
+    pack_across_keys: bool = Field(
+        default=False, description="let windows of different API keys share a packed window"
+    )
+
     # --- limits --------------------------------------------------------------------------------
     max_body_bytes: int = Field(default=2 * 1024**3, ge=1)
     max_duration_s: float = Field(default=4 * 3600.0, gt=0)
@@ -265,6 +276,13 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_decode_concurrency(self) -> int:
         return self.decode_max_concurrent or max(1, os.cpu_count() or 1)
+
+    @cached_property
+    def packing(self) -> bool:
+        """Packing saves encoder passes, which is what a CPU pays for; a GPU batches instead."""
+        if self.pack != "auto":
+            return self.pack == "on"
+        return self.resolved_device == "cpu"
 
     @cached_property
     def resolved_compute_type(self) -> str:

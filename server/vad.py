@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from faster_whisper.vad import (
+
+from server.engine.fw import (
     SpeechTimestampsMap,
     VadOptions,
     collect_chunks,
     get_speech_timestamps,
-    get_vad_model,
+    silero_probabilities,
 )
 
 SAMPLE_RATE = 16000
@@ -86,9 +87,7 @@ class StreamingVad:
         # The model reads the rows as a sequence and carries its recurrent state through
         # them, so one call per feed equals frame-by-frame inference (checked) at a quarter
         # of the cost; h/c carry the state on to the next feed.
-        out, self._h, self._c = get_vad_model().session.run(
-            None, {"input": batch, "h": self._h, "c": self._c}
-        )
+        out, self._h, self._c = silero_probabilities(batch, self._h, self._c)
         probs = np.asarray(out, np.float32).reshape(-1)
         self._context = frames[-1, -_CONTEXT:].copy()
         return probs

@@ -42,7 +42,8 @@ def blocker_audio() -> np.ndarray:
 
 
 def make_engine(**overrides: object) -> Engine:
-    settings = Settings(**{"batch_window_ms": 0, "workers": 1, **overrides})
+    # Packing off: these tests check which windows a worker picks, one window per item.
+    settings = Settings(**{"batch_window_ms": 0, "workers": 1, "pack": "off", **overrides})
     engine = Engine(settings)
     engine.load()
     return engine

@@ -17,7 +17,9 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import logs, metrics
+from server.api.auth import parse_authorization, parse_subprotocols
 from server.api.errors import new_request_id
+from server.engine import owner
 
 log = logging.getLogger("openlisten.access")
 
@@ -57,6 +59,14 @@ def _match(routes: Iterable[Any], scope: Scope) -> str:
     return "unmatched"
 
 
+def _presented_key(scope: Scope) -> str | None:
+    """The API key the client sent (header, else browser subprotocol); checked elsewhere."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return parse_authorization(value.decode("latin-1"))
+    return parse_subprotocols(list(scope.get("subprotocols") or []))[1]
+
+
 class RequestContext:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -68,6 +78,8 @@ class RequestContext:
         request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         context = logs.open_context(request_id=request_id)
+        # The tenant, for the engine's packing rule; every task of this request inherits it.
+        owner.CURRENT.set(owner.of_key(_presented_key(scope)))
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send, context)
             return

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+from server.engine.fw import VadOptions, get_speech_timestamps
 
 SAMPLE_RATE = 16000
 

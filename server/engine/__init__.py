@@ -9,12 +9,17 @@ from collections.abc import Callable
 
 import numpy as np
 
+from server import metrics
 from server.admission import Slots
 from server.diarize import Diarization, DiarizeOptions, Diarizer, SpeakerHints
+from server.engine import owner as owners
+from server.engine import packing
 from server.engine.catalog import Catalog, ModelInfo, ModelNotServed, ModelUnavailable, Resolution
 from server.engine.models import LoadedModel, ModelPool
 from server.engine.scheduler import (
+    Batch,
     DeadlineExpired,
+    Kind,
     Overloaded,
     Priority,
     Scheduler,
@@ -49,7 +54,7 @@ class Engine:
             self.catalog.add_operator_model(name)
         on_gpu = settings.resolved_device == "cuda"
         self.scheduler = Scheduler(
-            self._decode,
+            self._run,
             SchedulerConfig(
                 batch_size=settings.batch_size,
                 batch_window_s=settings.batch_window_ms / 1000,
@@ -58,6 +63,9 @@ class Engine:
                 queue_max=settings.queue_max,
                 queue_max_wait_s=settings.queue_max_wait_s,
                 mix_bulk_into_stream=on_gpu,
+                pack=settings.packing,
+                pack_gap_s=settings.pack_gap_ms / 1000,
+                pack_across_owners=settings.pack_across_keys,
             ),
         )
         # Whole-file decoding is CPU and memory heavy too: bounded and admitted like inference.
@@ -101,13 +109,24 @@ class Engine:
         return loaded
 
     # --- inference ---------------------------------------------------------------------------
-    def _decode(
-        self, name: str, windows: list[np.ndarray], options: DecodeOptions
-    ) -> list[list[Segment]]:
-        loaded = self.pool.get(name)
+    def _run(self, batch: Batch) -> list:
+        """One scheduler batch, on a worker thread: detection, or decoding (packed or not)."""
+        loaded = self.pool.get(batch.model)
         if loaded is None:
-            raise ModelUnavailable(f"model '{name}' is not loaded")
-        return decode_batch(loaded.model, windows, options)
+            raise ModelUnavailable(f"model '{batch.model}' is not loaded")
+        if batch.kind is Kind.DETECT:
+            return [detect_language(loaded.model, window) for window in batch.windows]
+        if batch.groups is None:
+            return decode_batch(loaded.model, batch.windows, batch.options)
+        results, refused = packing.decode(
+            loaded.model,
+            batch.windows,
+            batch.groups,
+            batch.options,
+            self.scheduler.config.pack_gap_s,
+        )
+        metrics.PACK_REFUSED.inc(refused)
+        return results
 
     async def decode(
         self,
@@ -119,12 +138,15 @@ class Engine:
         admit: bool = True,
         deadline_s: float | None = None,
         droppable: bool = False,
+        owner: str | None = None,
     ) -> list[list[Segment]]:
         """Decode windows through the shared scheduler; cancelling the caller cancels its work.
 
         `deadline_s` (seconds from now) overrides the priority's default budget; `droppable`
         work whose deadline passes before a worker reaches it raises `DeadlineExpired` instead
         of being decoded late (for interims only: admitted finals and bulk are never dropped).
+        `owner` (default: the request's API key digest, `owner.CURRENT`) decides which windows
+        may be packed together.
         """
         futures = self.scheduler.submit(
             model,
@@ -134,6 +156,7 @@ class Engine:
             admit=admit,
             deadline_s=deadline_s,
             droppable=droppable,
+            owner=owner or owners.CURRENT.get(),
         )
         return await self._gather(futures)
 
@@ -151,7 +174,9 @@ class Engine:
         `on_window(group, index, segments)` hears each window's result in order, as soon as it
         and every window before it are done (for progress and server-sent events).
         """
-        submitted = self.scheduler.submit_groups(model, groups, priority, admit=admit)
+        submitted = self.scheduler.submit_groups(
+            model, groups, priority, admit=admit, owner=owners.CURRENT.get()
+        )
         flat = [future for futures in submitted for future in futures]
         places = [(g, i) for g, futures in enumerate(submitted) for i in range(len(futures))]
         on_each = None
@@ -166,7 +191,7 @@ class Engine:
 
     async def _gather(
         self, futures: list, on_each: Callable[[int, list[Segment]], None] | None = None
-    ) -> list[list[Segment]]:
+    ) -> list:
         wrapped = [asyncio.wrap_future(f) for f in futures]
         try:
             if on_each is None:
@@ -204,9 +229,16 @@ class Engine:
             self.scheduler.discard([future])
             raise
 
-    async def detect_language(self, model: str, window: np.ndarray) -> tuple[str, float]:
-        loaded = await self.model(model)
-        return await asyncio.to_thread(detect_language, loaded.model, window)
+    async def detect_language(
+        self, model: str, window: np.ndarray, priority: Priority = Priority.BULK
+    ) -> tuple[str, float]:
+        """Most likely language of a window: an encoder pass, so it queues like any other."""
+        await self.model(model)
+        futures = self.scheduler.submit(
+            model, [window], DecodeOptions(), priority, admit=False, kind=Kind.DETECT
+        )
+        (result,) = await self._gather(futures)
+        return result
 
     def sample_gauges(self) -> None:
         """Refresh gauges read at scrape time (GPU memory, when on CUDA and NVML is present)."""

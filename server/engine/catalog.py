@@ -211,7 +211,7 @@ class Catalog:
                 f"({', '.join(self.entries)}), a CTranslate2 model directory, or a Hugging Face "
                 "repo id like Systran/faster-whisper-small"
             )
-        from faster_whisper.utils import download_model
+        from server.engine.fw import download_model
 
         cache = self.store_dir / "store" / "hub"
         try:

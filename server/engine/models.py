@@ -11,10 +11,9 @@ import os
 import threading
 from dataclasses import dataclass
 
-from faster_whisper import WhisperModel
-
 from server import metrics
 from server.engine.catalog import Catalog, ModelInfo, ModelUnavailable
+from server.engine.fw import WhisperModel
 from server.engine.whisper import warm_up
 from server.settings import Settings
 

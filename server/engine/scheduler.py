@@ -12,6 +12,11 @@ On a CPU a batch costs about the sum of its windows (only the decoder gains from
 bulk windows join a batch led by streaming work only while the estimated batch time still meets
 the leader's deadline; on a GPU, where a batch costs little more than one window, they join.
 
+On a CPU the encoder pass is most of a short window's cost and costs the same for 2 s as for
+30 s, so compatible windows that wait together (same model and options, same owner unless the
+operator allows mixing) are *packed*: laid end to end in one window, decoded once, and split back
+by word times (`packing`). A worker then takes packs rather than windows.
+
 Admission control refuses new work when the queue would make it wait too long, so an overloaded
 server answers 503 at once instead of letting latency drift. Admitted work is never dropped:
 the only items not decoded are those whose caller went away (cancelled futures, removed from
@@ -27,12 +32,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import Enum, IntEnum
+from typing import Any
 
 import numpy as np
 
 from server import metrics
-from server.engine.whisper import DecodeOptions, Segment
+from server.engine import packing
+from server.engine.whisper import SAMPLE_RATE, DecodeOptions
 from server.errors import Busy
 
 
@@ -40,6 +47,11 @@ class Priority(IntEnum):
     STREAM_FINAL = 0
     STREAM_INTERIM = 1
     BULK = 2
+
+
+class Kind(Enum):
+    DECODE = "decode"  # windows -> segments
+    DETECT = "detect"  # window -> (language, probability)
 
 
 class Overloaded(Busy):
@@ -66,6 +78,8 @@ class _Item:
     # its estimated run time for admission.
     task: Callable[[], object] | None = field(compare=False, default=None)
     cost_s: float = field(compare=False, default=0.0)
+    owner: str | None = field(compare=False, default=None)
+    kind: Kind = field(compare=False, default=Kind.DECODE)
 
     @property
     def deadline(self) -> float:
@@ -79,10 +93,29 @@ class _Item:
     def batch_key(self) -> tuple:
         if self.task is not None or self.options is None:
             return ("task", self.sort_key[2])
-        return (self.model, self.options.batch_key)
+        return (self.model, self.kind, self.options.batch_key)
+
+    @property
+    def seconds(self) -> float:
+        return len(self.window) / SAMPLE_RATE
 
 
-DecodeFn = Callable[[str, list[np.ndarray], DecodeOptions], list[list[Segment]]]
+@dataclass(frozen=True)
+class Batch:
+    """What one worker runs in one call: windows of one model, kind and options.
+
+    `groups` lists which windows share one packed window (each window in exactly one group);
+    None when nothing is packed.
+    """
+
+    model: str
+    kind: Kind
+    windows: list[np.ndarray]
+    options: DecodeOptions
+    groups: list[list[int]] | None = None
+
+
+RunFn = Callable[[Batch], list[Any]]
 
 
 @dataclass
@@ -102,6 +135,12 @@ class SchedulerConfig:
     # Whether bulk windows may always join a batch led by streaming work (True on GPUs, where
     # a batch costs about one window); otherwise only while the leader's deadline still holds.
     mix_bulk_into_stream: bool = False
+    # Pack compatible short windows into one encoder window (CPU): see `packing`.
+    pack: bool = False
+    pack_gap_s: float = 1.0
+    pack_window_s: float = 30.0
+    # Whether windows of different owners (API keys) may share a packed window.
+    pack_across_owners: bool = False
 
     def budget(self, priority: Priority) -> float:
         if priority is Priority.STREAM_FINAL:
@@ -112,8 +151,8 @@ class SchedulerConfig:
 
 
 class Scheduler:
-    def __init__(self, decode: DecodeFn, config: SchedulerConfig) -> None:
-        self._decode = decode
+    def __init__(self, run: RunFn, config: SchedulerConfig) -> None:
+        self._decode = run
         self._config = config
         self._queue: list[_Item] = []  # kept sorted by deadline; small (≈ queue_max)
         self._cond = threading.Condition()
@@ -208,6 +247,8 @@ class Scheduler:
         admit: bool = True,
         deadline_s: float | None = None,
         droppable: bool = False,
+        owner: str | None = None,
+        kind: Kind = Kind.DECODE,
     ) -> list[Future]:
         """Queue windows; each future resolves to that window's segments.
 
@@ -221,6 +262,8 @@ class Scheduler:
             admit=admit,
             deadline_s=deadline_s,
             droppable=droppable,
+            owner=owner,
+            kind=kind,
         )[0]
 
     def submit_groups(
@@ -232,8 +275,13 @@ class Scheduler:
         admit: bool = True,
         deadline_s: float | None = None,
         droppable: bool = False,
+        owner: str | None = None,
+        kind: Kind = Kind.DECODE,
     ) -> list[list[Future]]:
-        """Queue several groups (e.g. the channels of one file) as one all-or-nothing request."""
+        """Queue several groups (e.g. the channels of one file) as one all-or-nothing request.
+
+        `owner` (an API key's digest, or None) decides which windows may share a packed window.
+        """
         now = time.monotonic()
         budget = deadline_s if deadline_s is not None else self._config.budget(priority)
         deadline = now + budget
@@ -247,7 +295,9 @@ class Scheduler:
                 for window in windows:
                     future: Future = Future()
                     key = (deadline, int(priority), next(self._seq))
-                    item = _Item(key, model, window, options, future, now, droppable)
+                    item = _Item(
+                        key, model, window, options, future, now, droppable, owner=owner, kind=kind
+                    )
                     self._insert(item)
                     futures.append(future)
                 out.append(futures)
@@ -321,19 +371,19 @@ class Scheduler:
             keep.append(item)
         self._queue = keep
 
-    def _fits(self, batch: list[_Item], item: _Item, now: float) -> bool:
-        """Whether `item` may join `batch` (same key already checked)."""
-        head = batch[0]
-        if head.priority is Priority.BULK or item.priority is not Priority.BULK:
+    def _fits(self, chosen: list[list[_Item]], group: list[_Item], now: float) -> bool:
+        """Whether one more encoder window (`group`, same key already checked) may join."""
+        head = chosen[0][0]
+        if head.priority is Priority.BULK or group[0].priority is not Priority.BULK:
             return True
         if self._config.mix_bulk_into_stream:
             return True
         # Bulk joining streaming work: only if the leader still meets its deadline.
         per_window = self.cost_of(head.model)
-        return now + (len(batch) + 1) * per_window <= head.deadline
+        return now + (len(chosen) + 1) * per_window <= head.deadline
 
     def _limit(self, compatible: int) -> int:
-        """How many of `compatible` queued windows this worker takes: an even share per worker.
+        """How many of `compatible` encoder windows this worker takes: an even share per worker.
 
         Each worker runs on its own share of the cores; one worker taking everything would
         leave the others idle (or idle when they free up a moment later) while it grinds
@@ -344,8 +394,45 @@ class Scheduler:
             return self._config.batch_size
         return max(1, min(self._config.batch_size, math.ceil(compatible / workers)))
 
-    def _take_batch(self) -> list[_Item] | None:
-        """Block until a batch is ready: the most urgent item plus compatible ones."""
+    def _packable(self, item: _Item) -> bool:
+        cfg = self._config
+        return (
+            cfg.pack
+            and item.kind is Kind.DECODE
+            and item.task is None
+            and item.options is not None
+            and item.options.word_timestamps  # the split needs word times
+            and item.seconds + cfg.pack_gap_s < cfg.pack_window_s
+        )
+
+    def _windows(self, items: list[_Item]) -> list[list[_Item]]:
+        """Compatible queued items (queue order) as encoder windows, most urgent first.
+
+        Without packing each item is its own window. With it, items that may share a window
+        (bulk only with bulk, so a long REST window never holds up a stream's final; one owner
+        per window unless the operator allows mixing) are packed first fit.
+        """
+        classes: dict[tuple, list[_Item]] = {}
+        for item in items:
+            if self._packable(item):
+                owner = None if self._config.pack_across_owners else item.owner
+                cls: tuple = (item.priority is Priority.BULK, owner)
+            else:
+                cls = ("alone", id(item))
+            classes.setdefault(cls, []).append(item)
+        windows: list[list[_Item]] = []
+        for members in classes.values():
+            lengths = [m.seconds for m in members]
+            for indices in packing.plan(
+                lengths, self._config.pack_gap_s, self._config.pack_window_s
+            ):
+                windows.append([members[i] for i in indices])
+        windows.sort(key=lambda group: group[0].sort_key)
+        return windows
+
+    def _take_batch(self) -> list[list[_Item]] | None:
+        """Block until a batch is ready: the most urgent item plus compatible ones, as encoder
+        windows (one item each, or several packed)."""
         with self._cond:
             while True:
                 while self._running and not self._queue:
@@ -358,31 +445,27 @@ class Scheduler:
             key = self._queue[0].batch_key
             fill_by = time.monotonic() + self._config.batch_window_s
             while True:
-                same = sum(1 for item in self._queue if item.batch_key == key)
-                limit = self._limit(same)
+                windows = self._windows([i for i in self._queue if i.batch_key == key])
+                limit = self._limit(len(windows))
                 remaining = fill_by - time.monotonic()
-                if same >= limit or remaining <= 0:
+                if len(windows) >= limit or remaining <= 0:
                     break
                 self._cond.wait(remaining)
                 self._expire_locked(time.monotonic())
                 if not self._queue or self._queue[0].batch_key != key:
                     return []  # the leader went away or something more urgent came: re-pick
             now = time.monotonic()
-            batch: list[_Item] = []
-            rest: list[_Item] = []
-            for item in self._queue:
-                if (
-                    item.batch_key == key
-                    and len(batch) < limit
-                    and (not batch or self._fits(batch, item, now))
-                ):
-                    batch.append(item)
-                else:
-                    rest.append(item)
-            self._queue = rest
-            self._inflight.extend(item.model for item in batch)
+            chosen: list[list[_Item]] = []
+            for group in windows:
+                if len(chosen) == limit:
+                    break
+                if not chosen or self._fits(chosen, group, now):
+                    chosen.append(group)
+            taken = {id(item) for group in chosen for item in group}
+            self._queue = [item for item in self._queue if id(item) not in taken]
+            self._inflight.extend(group[0].model for group in chosen for _ in group)
             metrics.QUEUE_DEPTH.set(len(self._queue))
-            return batch
+            return chosen
 
     def _work(self) -> None:
         while True:
@@ -395,11 +478,17 @@ class Scheduler:
                 self._run(batch)
             finally:
                 with self._cond:
-                    for item in batch:
-                        self._inflight.remove(item.model)
+                    for group in batch:
+                        for item in group:
+                            self._inflight.remove(item.model)
 
-    def _run(self, batch: list[_Item]) -> None:
-        live = [item for item in batch if item.future.set_running_or_notify_cancel()]
+    def _run(self, batch: list[list[_Item]]) -> None:
+        groups = [
+            [item for item in group if item.future.set_running_or_notify_cancel()]
+            for group in batch
+        ]
+        groups = [group for group in groups if group]
+        live = [item for group in groups for item in group]
         if not live:
             return
         started = time.monotonic()
@@ -407,25 +496,38 @@ class Scheduler:
             metrics.QUEUE_WAIT_SECONDS.labels(item.priority.name.lower()).observe(
                 started - item.enqueued
             )
-        model = live[0].model
-        if live[0].task is not None:
-            self._run_task(live[0], started)
+        head = live[0]
+        if head.task is not None:
+            self._run_task(head, started)
             return
         metrics.BATCH_SIZE.observe(len(live))
+        indices: list[list[int]] = []
+        for group in groups:
+            indices.append(list(range(sum(map(len, indices)), sum(map(len, indices)) + len(group))))
+            if self._config.pack:
+                metrics.PACK_PIECES.observe(len(group))
+        assert head.options is not None
+        job = Batch(
+            head.model,
+            head.kind,
+            [item.window for item in live],
+            head.options,
+            indices if any(len(g) > 1 for g in indices) else None,
+        )
         try:
-            options = live[0].options
-            assert options is not None
-            results = self._decode(model, [item.window for item in live], options)
+            results = self._decode(job)
         except BaseException as exc:  # a failed batch fails its items, never the worker
             for item in live:
                 item.future.set_exception(exc)
             return
         elapsed = time.monotonic() - started
-        metrics.INFERENCE_SECONDS.labels(model).observe(elapsed)
+        metrics.INFERENCE_SECONDS.labels(head.model).observe(elapsed)
         with self._cond:
-            previous = self._cost.get(model)
+            previous = self._cost.get(head.model)
             measured = elapsed / len(live)
-            self._cost[model] = measured if previous is None else 0.8 * previous + 0.2 * measured
+            self._cost[head.model] = (
+                measured if previous is None else 0.8 * previous + 0.2 * measured
+            )
         for item, result in zip(live, results, strict=True):
             item.future.set_result(result)
 

@@ -14,10 +14,15 @@ from dataclasses import dataclass, field
 
 import ctranslate2
 import numpy as np
-from faster_whisper import WhisperModel
-from faster_whisper.audio import pad_or_trim
-from faster_whisper.tokenizer import Tokenizer
-from faster_whisper.transcribe import get_compression_ratio
+
+from server.engine.fw import (
+    Tokenizer,
+    WhisperModel,
+    add_word_timestamps,
+    get_compression_ratio,
+    pad_or_trim,
+    split_segments_by_timestamps,
+)
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -265,7 +270,7 @@ def _add_words(
             tokenizer, text_tokens, encoded.take(aligned), [sizes[i] for i in aligned]
         )
     for index, alignment in zip(aligned, alignments, strict=True):
-        WhisperModel.add_word_timestamps(
+        add_word_timestamps(
             _Alignments(model, alignment),  # type: ignore[arg-type]
             [segmented[index]],
             tokenizer,
@@ -312,14 +317,7 @@ def decode_batch(
         ):
             segmented.append([])  # Whisper's own silence rule: no text from non-speech
             continue
-        subsegments, _, _ = model._split_segments_by_timestamps(
-            tokenizer=tokenizer,
-            tokens=item.tokens,
-            time_offset=0.0,
-            segment_size=size,
-            segment_duration=duration,
-            seek=0,
-        )
+        subsegments = split_segments_by_timestamps(model, tokenizer, item.tokens, size, duration)
         segmented.append(
             [
                 {
