@@ -503,7 +503,8 @@ class Scheduler:
         metrics.BATCH_SIZE.observe(len(live))
         indices: list[list[int]] = []
         for group in groups:
-            indices.append(list(range(sum(map(len, indices)), sum(map(len, indices)) + len(group))))
+            first = len(indices) and indices[-1][-1] + 1
+            indices.append(list(range(first, first + len(group))))
             if self._config.pack:
                 metrics.PACK_PIECES.observe(len(group))
         assert head.options is not None
@@ -522,12 +523,13 @@ class Scheduler:
             return
         elapsed = time.monotonic() - started
         metrics.INFERENCE_SECONDS.labels(head.model).observe(elapsed)
-        with self._cond:
-            previous = self._cost.get(head.model)
-            measured = elapsed / len(live)
-            self._cost[head.model] = (
-                measured if previous is None else 0.8 * previous + 0.2 * measured
-            )
+        if head.kind is Kind.DECODE:  # a detection is an encoder pass: not a window's cost
+            with self._cond:
+                previous = self._cost.get(head.model)
+                measured = elapsed / len(live)
+                self._cost[head.model] = (
+                    measured if previous is None else 0.8 * previous + 0.2 * measured
+                )
         for item, result in zip(live, results, strict=True):
             item.future.set_result(result)
 
