@@ -101,8 +101,11 @@ def test_split_refuses_words_not_cleanly_inside_one_piece(words) -> None:
     assert packing.split(PACK, [segment((" a", 0.1, 0.3), *words, (" b", 3.2, 3.4))]) is None
 
 
-def test_split_refuses_fallback_decodes_and_repeated_runs() -> None:
+def test_split_refuses_unsure_decodes_and_repeated_runs() -> None:
     assert packing.split(PACK, [segment((" a", 0.1, 0.3), temperature=0.2)]) is None
+    unsure = segment((" a", 0.1, 0.3), (" b", 3.2, 3.4))
+    unsure.avg_logprob = -1.5  # below the log-prob threshold: a lone window would re-sample
+    assert packing.split(PACK, [unsure]) is None
     repeated = segment(
         *[
             (f" {w}", 0.1 + 0.3 * i, 0.3 + 0.3 * i)
@@ -116,9 +119,11 @@ def test_split_refuses_fallback_decodes_and_repeated_runs() -> None:
     assert packing.split(PACK, [repeated]) is None
 
 
-def test_split_sends_a_silent_piece_to_be_decoded_alone() -> None:
+def test_split_sends_pieces_without_words_to_be_decoded_alone() -> None:
     parts = packing.split(PACK, [segment((" hello", 0.2, 0.6))])
     assert parts is not None and parts.redo == [1]
+    parts = packing.split(PACK, [])  # judged silent as a whole: each piece gets its own say
+    assert parts is not None and parts.redo == [0, 1]
 
 
 # --- real speech ----------------------------------------------------------------------------

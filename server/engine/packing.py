@@ -12,12 +12,15 @@ one instead) when:
 
 - a word starts in a gap (not within `EDGE_TOLERANCE_S` of a piece), or runs into the next
   piece's audio;
-- the packed decode needed temperature fallback (sampling is where hallucinated repeats live);
+- the packed decode fails Whisper's fallback rule (too repetitive, or unsure): it is decoded
+  greedily/beam once, never re-sampled at higher temperatures (sampling is where hallucinated
+  repeats live, and re-sampling a 30 s pack only to refuse it would waste the saving);
 - two pieces share a run of words (`REPEAT_RUN`): the classic Whisper failure of repeating
   earlier text into later audio would copy one client's words into another's result.
 
-A piece that yields no words although the others do is re-decoded alone (the decoder sometimes
-skips a short sentence in a long window); its neighbours' results stand.
+A piece that yields no words is re-decoded alone (the decoder sometimes skips a short sentence
+in a long window, and Whisper's no-speech rule judges a whole window by its start); its
+neighbours' results stand.
 
 Pure functions over numpy arrays and `Segment`s: the scheduler chooses which windows share a
 pack (`plan`), the engine builds it (`build`), decodes it and splits it (`split`).
@@ -31,8 +34,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from server.engine.fw import WhisperModel
-from server.engine.whisper import SAMPLE_RATE, DecodeOptions, Segment, Word, decode_batch
+from server.engine.fw import WhisperModel, get_compression_ratio
+from server.engine.whisper import (
+    SAMPLE_RATE,
+    DecodeOptions,
+    Segment,
+    Word,
+    decode_batch,
+    needs_fallback,
+)
 
 # A word may reach this far outside its piece's audio (alignment is coarse at the edges: Whisper
 # word times are often 0.1-0.3 s off) and still count as inside it.
@@ -134,10 +144,23 @@ class Split:
     redo: list[int]
 
 
-def split(pack: Pack, segments: Sequence[Segment]) -> Split | None:
+def _unsure(segments: Sequence[Segment], options: DecodeOptions) -> bool:
+    """Whether the pack's single decode fails the rule that would re-sample a lone window."""
+    if not segments:
+        return False
+    text = "".join(s.text for s in segments).strip()
+    first = segments[0]
+    return first.temperature > 0 or needs_fallback(
+        first.avg_logprob, first.no_speech_prob, get_compression_ratio(text), options
+    )
+
+
+def split(
+    pack: Pack, segments: Sequence[Segment], options: DecodeOptions | None = None
+) -> Split | None:
     """Give each piece its words, on its own clock; None when the pack can't be trusted."""
     count = len(pack.pieces)
-    if any(s.temperature > 0 for s in segments):
+    if _unsure(segments, options or DecodeOptions()):
         return None
     per_piece: list[list[Word]] = [[] for _ in range(count)]
     parts: list[list[tuple[Segment, list[Word]]]] = [[] for _ in range(count)]
@@ -178,8 +201,9 @@ def split(pack: Pack, segments: Sequence[Segment]) -> Split | None:
                 )
             )
         results.append(out)
-    spoken = any(results)
-    redo = [i for i, r in enumerate(results) if spoken and not r] if count > 1 else []
+    # A piece without words is decoded alone: the decoder sometimes skips a short sentence in
+    # a long window, and Whisper's no-speech rule judges a whole pack by its start.
+    redo = [i for i, r in enumerate(results) if not r] if count > 1 else []
     return Split(results, redo)
 
 
@@ -195,8 +219,13 @@ def decode(
     Returns the per-window results and how many packs were refused and decoded window by window.
     """
     packs = [build([windows[i] for i in g], gap_s) if len(g) > 1 else None for g in groups]
-    inputs = [p.audio if p else windows[g[0]] for p, g in zip(packs, groups, strict=True)]
-    decoded = decode_batch(model, inputs, options)
+    alone = [i for p, g in zip(packs, groups, strict=True) if p is None for i in g]
+    packed = [p for p in packs if p is not None]
+    # Packs are decoded at the first temperature only; windows alone keep their fallback.
+    once = replace(options, temperatures=options.temperatures[:1] or (0.0,))
+    decoded_alone = iter(decode_batch(model, [windows[i] for i in alone], options))
+    decoded_packs = iter(decode_batch(model, [p.audio for p in packed], once))
+    decoded = [next(decoded_alone) if p is None else next(decoded_packs) for p in packs]
     results: list[list[Segment] | None] = [None] * len(windows)
     redo: list[int] = []
     refused = 0
@@ -204,7 +233,7 @@ def decode(
         if pack is None:
             results[group[0]] = segments
             continue
-        parts = split(pack, segments)
+        parts = split(pack, segments, once)
         if parts is None:
             refused += 1
             redo += group

@@ -181,12 +181,18 @@ def _generate(
     return decoded
 
 
-def _needs_fallback(item: _Decoded, options: DecodeOptions) -> bool:
+def needs_fallback(
+    avg_logprob: float, no_speech_prob: float, compression_ratio: float, options: DecodeOptions
+) -> bool:
     """faster-whisper's rule: retry when too repetitive or unsure, unless the window is silence."""
-    low_logprob = item.avg_logprob < options.log_prob_threshold
-    if item.no_speech_prob > options.no_speech_threshold and low_logprob:
+    low_logprob = avg_logprob < options.log_prob_threshold
+    if no_speech_prob > options.no_speech_threshold and low_logprob:
         return False
-    return item.compression_ratio > options.compression_ratio_threshold or low_logprob
+    return compression_ratio > options.compression_ratio_threshold or low_logprob
+
+
+def _needs_fallback(item: _Decoded, options: DecodeOptions) -> bool:
+    return needs_fallback(item.avg_logprob, item.no_speech_prob, item.compression_ratio, options)
 
 
 def _pick(attempts: list[_Decoded], options: DecodeOptions) -> _Decoded:
