@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketState
 
 from server.api import health, openai, rest, web, ws
+from server.api.bodyguard import BodyDeadline
 from server.api.errors import ApiError, render_error
 from server.api.middleware import RequestContext
 from server.callbacks.runner import CallbackJobs
@@ -93,6 +94,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             allow_headers=["*"],
             expose_headers=["dg-request-id", "dg-model-name", "dg-model-uuid", "dg-error"],
         )
+    app.add_middleware(
+        BodyDeadline,
+        read_timeout_s=settings.body_read_timeout_s,
+        min_bytes_per_s=settings.upload_min_bytes_per_s,
+        grace_s=settings.upload_grace_s,
+    )
     app.add_middleware(RequestContext)
     return app
 

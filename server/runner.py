@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from server import logs
 from server.api.middleware import InFlight
 from server.app import create_app
+from server.connections import with_header_timeout
 from server.settings import Settings
 
 log = logging.getLogger("openlisten.shutdown")
@@ -132,6 +133,8 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_deadline_s),
+        http=with_header_timeout(settings.header_timeout_s),
+        access_log=False,
         ws_max_size=16 * 1024 * 1024,
     )
     GracefulServer(config, app).run()

@@ -78,11 +78,17 @@ def error_body(error: ApiError, request_id: str) -> dict[str, str]:
     return {"err_code": error.err_code, "err_msg": error.err_msg, "request_id": request_id}
 
 
+# Refused before the whole body was read: close the connection rather than read the rest.
+CLOSE_AFTER = {408, 413}
+
+
 def error_response(exc: errors.ServiceError | ApiError, request_id: str) -> JSONResponse:
     error = to_api_error(exc)
     headers = {"dg-request-id": request_id, "dg-error": header_safe(error.err_msg)}
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
+    if error.status in CLOSE_AFTER:
+        headers["Connection"] = "close"
     return JSONResponse(error_body(error, request_id), status_code=error.status, headers=headers)
 
 
@@ -104,6 +110,8 @@ def openai_error_response(exc: errors.ServiceError | ApiError, request_id: str) 
     headers = {"x-request-id": request_id}
     if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
+    if error.status in CLOSE_AFTER:
+        headers["Connection"] = "close"
     body = {
         "error": {
             "message": error.err_msg,

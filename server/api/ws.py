@@ -97,6 +97,7 @@ async def _spec(
         warnings=tuple(_warnings(params, resolution.warning)),
         callback=params.callback,
         callback_method=params.callback_method,
+        keepalive_only_timeout_s=settings.ws_keepalive_only_timeout_s,
     )
 
 

@@ -46,6 +46,7 @@ from server.vad import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
+KEEPALIVE_ONLY = "NET-0001: only KeepAlive and no audio for {seconds:g} s; closing the stream"
 NET_0001 = (
     "Deepgram did not receive audio data or a text message within the timeout window. "
     "See https://dpgr.am/net0001"
@@ -81,6 +82,9 @@ class StreamSpec:
     warnings: tuple[dict[str, str], ...] = ()  # sent in the closing Metadata
     callback: str | None = None  # every message is also POSTed (or PUT) there
     callback_method: str = "POST"
+    # A stream that sends only KeepAlive (no audio) for this long is closed: it would otherwise
+    # hold a stream slot forever.
+    keepalive_only_timeout_s: float = 300.0
 
 
 def close_reason(text: str) -> str:
@@ -155,6 +159,7 @@ class Session:
         self._said: dict[int, deque[StreamWord]] = {}
         self.decoder = make_decoder(spec.raw, self._on_audio, self._on_audio_error)
         self.started = time.monotonic()
+        self._last_audio = self.started
 
     # --- measurements ------------------------------------------------------------------------
     @property
@@ -305,6 +310,10 @@ class Session:
                 return
             if outcome == "idle":
                 await self._end(CLOSE_TIMEOUT, NET_0001, metadata=False)
+            elif outcome == "keepalive":
+                reason = KEEPALIVE_ONLY.format(seconds=self.spec.keepalive_only_timeout_s)
+                self.outbox.put(live.error(reason, variant="NET-0001"))
+                await self._end(CLOSE_TIMEOUT, reason, metadata=True)
             else:
                 await self._end(CLOSE_NORMAL, "", metadata=True)
         finally:
@@ -343,11 +352,14 @@ class Session:
             if data is not None:
                 if len(data) == 0:
                     return "close"  # the legacy close signal
+                self._last_audio = time.monotonic()
                 self._feed(data)
                 continue
             text = message.get("text")
             if text is not None and await self._control(text):
                 return "close"
+            if time.monotonic() - self._last_audio > self.spec.keepalive_only_timeout_s:
+                return "keepalive"
 
     async def _end(self, code: int, reason: str, *, metadata: bool) -> None:
         """Flush finals, then (optionally) Metadata, then the close frame."""
