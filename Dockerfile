@@ -24,6 +24,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     LD_LIBRARY_PATH=/opt/openlisten/lib/python3.11/site-packages/nvidia/cublas/lib \
     OPENLISTEN_MODELS_DIR=/models \
     OPENLISTEN_HOST=0.0.0.0 \
+    OPENLISTEN_STATE_DIR=/var/lib/openlisten \
     OPENLISTEN_PORT=8000 \
     OPENLISTEN_DEVICE=cuda
 
@@ -39,7 +40,7 @@ RUN if ! python3 -c "import venv, ensurepip" 2>/dev/null; then \
     && python3 -m venv "$VIRTUAL_ENV" \
     && groupadd --system --gid 10001 openlisten \
     && useradd --system --uid 10001 --gid openlisten --home-dir /home/openlisten --create-home openlisten \
-    && mkdir -p /models
+    && mkdir -p /models /var/lib/openlisten
 
 COPY pyproject.toml README.md /src/
 COPY models/catalog.toml /src/models/catalog.toml
@@ -49,11 +50,12 @@ COPY docker/install.sh /src/docker/install.sh
 # install.sh fails the build if CTranslate2 cannot resolve a CUDA library (GPU=1).
 RUN GPU=1 EXTRAS="$EXTRAS" MODELS="$MODELS" sh /src/docker/install.sh /src \
     && rm -rf /src \
-    && chown -R openlisten:openlisten /models
+    && chown -R openlisten:openlisten /models /var/lib/openlisten
 
 USER 10001:10001
 WORKDIR /home/openlisten
-VOLUME ["/models"]
+# /var/lib/openlisten: pending callback jobs, kept across restarts.
+VOLUME ["/models", "/var/lib/openlisten"]
 EXPOSE 8000
 
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -46,8 +47,7 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        # Longest first, so a key that contains another is masked whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self._secrets = _secret_patterns(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -67,9 +67,29 @@ class JsonFormatter(logging.Formatter):
         return self.redact(json.dumps(entry, default=str))
 
     def redact(self, line: str) -> str:
-        for secret in self._secrets:
-            line = line.replace(secret, REDACTED)
+        # uvicorn logs WebSocket paths with their query string (`?token=...` for some clients).
+        line = _QUERY.sub(r"\g<path>?" + REDACTED, line)
+        for pattern in self._secrets:
+            line = pattern.sub(REDACTED, line)
         return line
+
+
+# A path followed by a query string, wherever it appears in a rendered line.
+_QUERY = re.compile(r"(?P<path>/[^\s\"'?\\]*)\?[^\s\"'\\]+")
+
+
+def _secret_patterns(secrets: Iterable[str]) -> list[re.Pattern[str]]:
+    """One pattern per secret, longest first (a key containing another is masked whole). Short
+    keys are masked too, but only as whole tokens, so a key "ab" does not eat every "ab" inside
+    other words; each is also matched as it reads escaped inside a JSON string."""
+    patterns = []
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        forms = {secret, json.dumps(secret)[1:-1]}
+        body = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
+        if len(secret) < 8:
+            body = rf"(?<![A-Za-z0-9_\-])(?:{body})(?![A-Za-z0-9_\-])"
+        patterns.append(re.compile(body))
+    return patterns
 
 
 class TextFormatter(JsonFormatter):
