@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import contextlib
 import json
 import os
 import shlex
@@ -62,6 +63,7 @@ class Measured:
     interim: list[float] = field(default_factory=list)
     endpoint: list[float] = field(default_factory=list)
     finals: list[str] = field(default_factory=list)
+    unfinished: int = 0  # streams the server closed before transcribing all their audio
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,13 @@ async def one_stream(url: str, program: Program, delay: float) -> Measured:
             await ws.send(json.dumps({"type": "CloseStream"}))
 
         async def receive() -> None:
+            try:
+                await read()
+            except websockets.ConnectionClosedError as exc:
+                print(f"stream closed {exc.rcvd.code if exc.rcvd else '?'}", file=sys.stderr)
+                out.unfinished += 1
+
+        async def read() -> None:
             async for raw in ws:
                 now = time.perf_counter()
                 message = json.loads(raw)
@@ -146,7 +155,11 @@ async def one_stream(url: str, program: Program, delay: float) -> Measured:
                 if message["speech_final"] and alternative["words"]:
                     out.endpoint.append(now - wall_of(alternative["words"][-1]["end"]))
 
-        await asyncio.gather(send(), receive())
+        async def send_until_closed() -> None:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await send()
+
+        await asyncio.gather(send_until_closed(), receive())
     return out
 
 
@@ -159,6 +172,7 @@ async def level(url: str, count: int, progs: list[Program]) -> tuple[Measured, f
     for r in results:
         merged.interim += r.interim
         merged.endpoint += r.endpoint
+        merged.unfinished += r.unfinished
     wer = corpus.wer([p.reference for p in chosen], [" ".join(r.finals) for r in results])
     return merged, wer
 
@@ -215,10 +229,10 @@ def main() -> None:
     print(f"\nfloor t1 = {t1:.3f} s; REST WER {rest:.1f} %; server: {args.server_args or '-'}")
     head = (
         "| N | interim p50 | interim p90 | endpoint p50 | endpoint p90 | live WER | live/REST "
-        "| targets |"
+        "| unfinished | targets |"
     )
     print(head)
-    print("|" + "---|" * 8)
+    print("|" + "---|" * 9)
 
     def cell(values: list[float], q: float) -> str:
         v = pct(values, q)
@@ -236,7 +250,7 @@ def main() -> None:
         print(
             f"| {count} | {cell(m.interim, 50)} | {cell(m.interim, 90)} | "
             f"{cell(m.endpoint, 50)} | {cell(m.endpoint, 90)} | {live:.1f} % | {ratio:.2f} | "
-            f"{', '.join(verdict)} |"
+            f"{m.unfinished} | {', '.join(verdict)} |"
         )
     print(
         f"\ntargets: N=1 endpoint p50 <= {0.3 + 1.2 * t1:.2f} s; N=4 endpoint p50 <= "

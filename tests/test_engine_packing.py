@@ -76,6 +76,7 @@ PACK = packing.build([np.zeros(32000, np.float32), np.zeros(24000, np.float32)],
 def test_plan_fills_windows_first_fit_in_order() -> None:
     assert packing.plan([5, 5, 25, 5], 1.0, 30.0) == [[0, 1, 3], [2]]
     assert packing.plan([29.5, 1], 1.0, 30.0) == [[0], [1]]
+    assert packing.plan([2, 2, 2, 2], 1.0, 30.0, most=2) == [[0, 1], [2, 3]]
 
 
 def test_split_gives_each_piece_its_words_on_its_own_clock() -> None:

@@ -66,8 +66,11 @@ class Pack:
     gap_s: float
 
 
-def plan(lengths_s: Sequence[float], gap_s: float, window_s: float) -> list[list[int]]:
-    """Group windows (in priority order) into packs that fit `window_s`, first fit.
+def plan(
+    lengths_s: Sequence[float], gap_s: float, window_s: float, most: int | None = None
+) -> list[list[int]]:
+    """Group windows (in priority order) into packs that fit `window_s` (and hold at most
+    `most` windows), first fit.
 
     The first window always opens the first pack, so the most urgent work is in the first
     pack; a window too long to share stays alone.
@@ -76,7 +79,7 @@ def plan(lengths_s: Sequence[float], gap_s: float, window_s: float) -> list[list
     used: list[float] = []
     for index, length in enumerate(lengths_s):
         for slot, taken in enumerate(used):
-            if taken + gap_s + length <= window_s:
+            if taken + gap_s + length <= window_s and (most is None or len(packs[slot]) < most):
                 packs[slot].append(index)
                 used[slot] = taken + gap_s + length
                 break

@@ -160,6 +160,7 @@ class Scheduler:
         self._running = False
         self._threads: list[threading.Thread] = []
         self._inflight: list[str] = []  # model of every window being decoded right now
+        self._busy = 0  # workers running a batch now
         # EWMA of wall seconds per window per model, measured per batch; drives admission.
         self._cost: dict[str, float] = {}
 
@@ -410,8 +411,13 @@ class Scheduler:
 
         Without packing each item is its own window. With it, items that may share a window
         (bulk only with bulk, so a long REST window never holds up a stream's final; one owner
-        per window unless the operator allows mixing) are packed first fit.
+        per window unless the operator allows mixing) are packed first fit, at most
+        ceil(items / idle workers) per window: idle cores decode side by side first (lower
+        latency), and windows share an encoder pass only when there are more of them than idle
+        workers (less CPU per window, which is what counts under load).
         """
+        idle = max(1, self._config.workers - self._busy)
+        most = max(1, math.ceil(len(items) / idle))
         classes: dict[tuple, list[_Item]] = {}
         for item in items:
             if self._packable(item):
@@ -424,7 +430,7 @@ class Scheduler:
         for members in classes.values():
             lengths = [m.seconds for m in members]
             for indices in packing.plan(
-                lengths, self._config.pack_gap_s, self._config.pack_window_s
+                lengths, self._config.pack_gap_s, self._config.pack_window_s, most
             ):
                 windows.append([members[i] for i in indices])
         windows.sort(key=lambda group: group[0].sort_key)
@@ -464,6 +470,7 @@ class Scheduler:
             taken = {id(item) for group in chosen for item in group}
             self._queue = [item for item in self._queue if id(item) not in taken]
             self._inflight.extend(group[0].model for group in chosen for _ in group)
+            self._busy += 1
             metrics.QUEUE_DEPTH.set(len(self._queue))
             return chosen
 
@@ -478,6 +485,7 @@ class Scheduler:
                 self._run(batch)
             finally:
                 with self._cond:
+                    self._busy -= 1
                     for group in batch:
                         for item in group:
                             self._inflight.remove(item.model)
