@@ -165,6 +165,19 @@ def test_transcript_words_and_paragraphs_agree(pieces, _default, _numerals, _sma
         assert all(w["start"] <= w["end"] for w in alt["words"])
 
 
+@pytest.mark.parametrize(
+    "pieces,written",
+    [
+        (" mail| john| at| example| dot| com| today.", "Mail john@example.com today."),
+        (" Go| to| www| dot| example| dot| org.", "Go to www.example.org."),
+        (" Meet| me| at| the| dot| com| party.", "Meet me at the dot com party."),
+        (" I'm| at| home| dot.", "I'm at home dot."),
+    ],
+)
+def test_smart_format_writes_spoken_addresses(pieces, written):
+    assert punctuated(pieces, smart_format=True) == written
+
+
 def test_one_token_per_written_unit():
     tokens = shape(words(" It| costs| $5|.50| and| pi| is| 3|.14."), TextOptions(numerals=True))
     assert [word_of(t) for t in tokens] == ["it", "costs", "$5.50", "and", "pi", "is", "3.14"]

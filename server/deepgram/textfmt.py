@@ -560,15 +560,62 @@ def _dotted_times(tokens: Sequence[Token]) -> list[Token]:
     return out
 
 
+TOP_LEVEL_DOMAINS = {
+    "com", "org", "net", "edu", "gov", "io", "co", "ai", "app", "dev", "info", "biz", "us",
+    "uk", "de", "fr", "es", "it", "nl", "ca", "au", "in", "jp",
+}  # fmt: skip
+
+
+_NOT_ADDRESS = {"the", "a", "an", "my", "your", "our", "their", "his", "her", "this", "that",
+                "me", "you", "him", "us", "them", "it", "i", "we", "they"}  # fmt: skip
+
+
+def _spoken_address(tokens: Sequence[Token], i: int) -> tuple[int, str] | None:
+    """ "john at example dot com" / "www dot example dot com" from position i: (end, written),
+    or None. Only a run that ends on a known top-level domain counts."""
+    parts: list[str] = []
+    j = i
+    at = False
+    while j < len(tokens) and not tokens[j].atomic:
+        word = tokens[j].bare
+        if not re.fullmatch(r"[a-z0-9-]+", word):
+            break
+        parts.append(word)
+        j += 1
+        if j < len(tokens) and not _split_edges(tokens[j - 1].text)[2]:
+            joiner = tokens[j].bare
+            if joiner == "dot" or (joiner == "at" and not at and len(parts) == 1):
+                at = at or joiner == "at"
+                parts.append("." if joiner == "dot" else "@")
+                j += 1
+                continue
+        break
+    if parts and parts[-1] in {".", "@"}:
+        parts, j = parts[:-1], j - 1
+    written = "".join(parts)
+    if "." not in written or written.rsplit(".", 1)[1] not in TOP_LEVEL_DOMAINS:
+        return None
+    if any(p in _NOT_ADDRESS for p in parts[:-1]):
+        return None  # "meet me at the dot com party" is speech, not an address
+    return j, written
+
+
 def smart(tokens: Sequence[Token]) -> list[Token]:
     """Written forms for values said in parts: phone numbers, "25 dollars and 50 cents",
-    "50 percent", times."""
+    "50 percent", emails and web addresses said aloud."""
     tokens = _spelled_digits(tokens)
     out: list[Token] = []
     i = 0
     while i < len(tokens):
         token = tokens[i]
         lead, core, trail = _split_edges(token.text)
+        address = _spoken_address(tokens, i)
+        if address is not None:
+            end, written = address
+            trail = _split_edges(tokens[end - 1].text)[2]
+            out.append(_merge(tokens[i:end], lead + written + trail))
+            i = end
+            continue
         if not token.atomic and _PHONE_WRITTEN.match(core) and "-" in core:
             phone = _phone(re.sub(r"\D", "", core))
             if phone:  # Whisper's "555-123-4,567"
