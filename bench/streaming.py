@@ -108,7 +108,7 @@ def floor_t1() -> float:
     return statistics.median(times)
 
 
-async def one_stream(url: str, program: Program, delay: float) -> Measured:
+async def one_stream(url: str, program: Program, delay: float, params: str = "") -> Measured:
     await asyncio.sleep(delay)
     data = pcm16(program.audio)
     step = int(CHUNK_S * 32000)
@@ -120,7 +120,7 @@ async def one_stream(url: str, program: Program, delay: float) -> Measured:
         index = min(bisect.bisect_left(sent_end, stream_s - 1e-6), len(sent_at) - 1)
         return sent_at[index]
 
-    async with websockets.connect(f"{url}/v1/listen?{QUERY}", max_size=None) as ws:
+    async with websockets.connect(f"{url}/v1/listen?{QUERY}{params}", max_size=None) as ws:
 
         async def send() -> None:
             started = time.perf_counter()
@@ -163,10 +163,13 @@ async def one_stream(url: str, program: Program, delay: float) -> Measured:
     return out
 
 
-async def level(url: str, count: int, progs: list[Program]) -> tuple[Measured, float]:
+async def level(
+    url: str, count: int, progs: list[Program], params: str = ""
+) -> tuple[Measured, float]:
+    """`count` streams at once; `params` is added to each one's query (`&diarize=true`)."""
     chosen = [progs[i % len(progs)] for i in range(count)]
     results = await asyncio.gather(
-        *[one_stream(url, p, i * STAGGER_S) for i, p in enumerate(chosen)]
+        *[one_stream(url, p, i * STAGGER_S, params) for i, p in enumerate(chosen)]
     )
     merged = Measured()
     for r in results:

@@ -132,6 +132,29 @@ def test_pipeline_counts_speakers_without_hints(embedder):
     )
 
 
+def test_online_speakers_keep_ids_and_bounded_memory():
+    """Two voices taking turns over finals: the first final is one voice (no evidence for a
+    second yet), the second voice gets id 1 once it speaks and keeps it; one voice over many
+    finals stays one id; the remembered history stays bounded."""
+    from server.diarize.online import OnlineSpeakers
+
+    rng = np.random.default_rng(3)
+    a, b = cluster.unit(rng.normal(size=(2, 32)))
+
+    def final(voice: np.ndarray, n: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        return cluster.unit(voice + 0.15 * rng.normal(size=(n, 32))), np.zeros(n, np.int64)
+
+    speakers = OnlineSpeakers(DiarizeOptions(), max_history=60)
+    said = [speakers.add(*final(v), 0.4)[0].tolist() for v in [a, b, a, b, a, b, a, b]]
+    assert said[0] == [0] * 8 and said[1] == [1] * 8
+    assert all(set(ids) == {i % 2} for i, ids in enumerate(said))
+    assert len(speakers._ids) <= 60
+
+    one = OnlineSpeakers(DiarizeOptions(), max_history=60)
+    assert {i for _ in range(30) for i in one.add(*final(a), 0.4)[0].tolist()} == {0}
+    assert one.speakers == 1 and len(one._ids) <= 60
+
+
 # --- through the server ------------------------------------------------------------------------
 
 
@@ -200,3 +223,119 @@ def test_single_speaker_stays_one_and_hints_and_errors(server):
         timeout=60,
     )
     assert bad.status_code == 400 and "diarize_model" in bad.json()["err_msg"]
+
+
+# --- streaming ---------------------------------------------------------------------------------
+
+
+def test_stream_two_speakers_and_one_at_real_time(server):
+    """diarize=true on live streams at 1x, side by side: the telephone call through the Python
+    SDK (every final word has a speaker, two in all, words on the right side of the reference
+    turns) and JFK on a raw socket (one speaker); interims carry no speaker."""
+    import asyncio
+    import threading
+    import time
+
+    from deepgram import DeepgramClient, DeepgramClientEnvironment
+    from deepgram.core.events import EventType
+
+    from tests.ws_helpers import RAW16, audio_frames, pcm16, run_stream, samples16k
+
+    call = pcm16(samples16k(corpus.by_name(f"{TELEPHONE}.wav").path))
+    jfk = samples16k(corpus.by_name(SINGLE).path)
+    single: dict = {}
+
+    def raw_stream() -> None:
+        single["stream"] = asyncio.run(
+            run_stream(
+                f"{server.ws_url}/v1/listen?{RAW16}&diarize=true&interim_results=true",
+                audio_frames(jfk, 0.1),
+                pace_s=0.1,
+            )
+        )
+
+    other = threading.Thread(target=raw_stream)
+    other.start()
+    ws = server.ws_url
+    client = DeepgramClient(
+        api_key="any",
+        environment=DeepgramClientEnvironment(
+            base=server.url, production=ws, agent=ws, agent_rest=server.url
+        ),
+    )
+    messages: list = []
+    closed = threading.Event()
+    with client.listen.v1.connect(
+        model="nova-3", encoding="linear16", sample_rate=16000, diarize=True, punctuate=True
+    ) as connection:
+        connection.on(EventType.MESSAGE, messages.append)
+        connection.on(EventType.CLOSE, lambda _: closed.set())
+        threading.Thread(target=connection.start_listening, daemon=True).start()
+        start = time.monotonic()
+        for n, i in enumerate(range(0, len(call), 3200)):  # 100 ms frames at 1x
+            time.sleep(max(0.0, start + n * 0.1 - time.monotonic()))
+            connection.send_media(call[i : i + 3200])
+        connection.send_close_stream()
+        assert closed.wait(60)
+    other.join(60)
+
+    finals = [m for m in messages if getattr(m, "type", None) == "Results" and m.is_final]
+    words = [w for m in finals for w in m.channel.alternatives[0].words]
+    assert words and all(w.speaker is not None for w in words)
+    assert {w.speaker for w in words} == {0, 1}
+    # Lower than the file's (REST: >= 0.9): the call's first final runs 18 s without a pause
+    # and holds only one change of speaker, and with this embedder a second voice is only
+    # believed once the talk goes back and forth (see docs/diarization.md). Measured: 0.83.
+    accuracy = word_accuracy([(w.start, w.end, w.speaker) for w in words])
+    assert accuracy >= 0.78, accuracy
+
+    stream = single["stream"]
+    said = stream.final_words()
+    assert said and all(isinstance(w.get("speaker"), int) for w in said)
+    speakers = [w["speaker"] for w in said]
+    assert max(speakers.count(s) for s in set(speakers)) / len(speakers) >= 0.95
+    assert all(
+        "speaker" not in w
+        for m in stream.interims
+        for w in m["channel"]["alternatives"][0]["words"]
+    )
+
+
+def test_js_sdks_read_speakers(server, tmp_path):
+    """JS SDK v4 and v5 hand an app the speaker fields of a diarized file, and v4's live client
+    those of a diarized stream (sent at 4x: where finals are cut depends on the audio alone)."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from tests.ws_helpers import pcm16, samples16k
+
+    js = Path(__file__).resolve().parent / "js"
+    node = shutil.which("node")
+    if node is None or not (js / "node_modules" / "dg5").is_dir():
+        pytest.skip("node or tests/js/node_modules missing (run `make test` to install)")
+    clip = corpus.by_name(f"{TELEPHONE}.wav")
+    pcm = tmp_path / "call.pcm"
+    pcm.write_bytes(pcm16(samples16k(clip.path)))
+
+    def run(*args: str) -> dict:
+        done = subprocess.run(
+            [node, *args], cwd=js, capture_output=True, text=True, timeout=150, check=False
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.splitlines()[-1])
+
+    rest = run("diarize_rest.mjs", server.url, "any", str(clip.path))
+    for version in ("v4", "v5"):
+        got = rest[version]
+        assert {w[2] for w in got["words"]} == {0, 1}
+        assert all(0 <= w[3] <= 1 for w in got["words"])
+        assert word_accuracy([(a, b, s) for a, b, s, _ in got["words"]]) >= 0.9
+        assert {s for s, _ in got["utterances"]} == {0, 1}
+        assert all(set(words) == {s} for s, words in got["utterances"])
+        assert set(got["paragraphs"]) == {0, 1}
+
+    live = run("live_v4.mjs", server.url, "any", str(pcm), json.dumps({"diarize": True}))
+    words = [w for f in live["finals"] for w in f["channel"]["alternatives"][0]["words"]]
+    assert words and {w["speaker"] for w in words} == {0, 1}

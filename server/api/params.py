@@ -60,6 +60,7 @@ class ListenParams:
     paragraphs: bool = False
     multichannel: bool = False
     diarize: bool = False
+    diarize_model: str | None = None  # as asked (lower case): v2 exists for files only
     # Speaker-count hints: extensions (Deepgram has none), as pyannote and Gladia name them.
     num_speakers: int | None = None
     min_speakers: int | None = None
@@ -296,6 +297,7 @@ def _apply(out: ListenParams, name: str, value: str, limits: ParamLimits) -> Non
                 f"{', '.join(sorted(DIARIZE_MODELS))}, got '{value[:50]}'"
             )
         out.diarize = True
+        out.diarize_model = value.strip().lower()
     elif name in {"num_speakers", "min_speakers", "max_speakers"}:
         setattr(out, name, _int(name, value, 1, 32))
     elif name == "utt_split":

@@ -7,6 +7,7 @@ busy, loading or draining) instead of the 403 a close-before-accept would produc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import replace
 
@@ -14,8 +15,9 @@ from fastapi import APIRouter, Depends, WebSocket
 
 from server.api.auth import parse_subprotocols
 from server.api.gate import admit
-from server.api.params import ListenParams, configure_features, param_limits, parse
+from server.api.params import ListenParams, ParamError, configure_features, param_limits, parse
 from server.deepgram.textfmt import FILLER_PROMPT
+from server.diarize import SpeakerHints
 from server.engine import DecodeOptions, Engine
 from server.errors import Busy
 from server.language import choose_language
@@ -28,6 +30,20 @@ from server.streaming.session import Session, StreamSpec
 
 router = APIRouter()
 log = logging.getLogger(__name__)
+
+
+async def _speakers(params: ListenParams, engine: Engine) -> SpeakerHints | None:
+    """diarize=true on a stream: Deepgram streams with its v1 diarizer only (v2 is refused),
+    and a server without an embedding model refuses before the stream opens."""
+    if not params.diarize:
+        return None
+    if params.diarize_model == "v2":
+        raise ParamError(
+            "Invalid value for 'diarize_model': v2 is not available for streaming "
+            "(use latest or v1)"
+        )
+    await asyncio.to_thread(engine.diarizer.load)  # EmbedderUnavailable: a 400
+    return SpeakerHints(params.num_speakers, params.min_speakers, params.max_speakers)
 
 
 def _admit_stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
@@ -98,6 +114,7 @@ async def _spec(
         callback=params.callback,
         callback_method=params.callback_method,
         keepalive_only_timeout_s=settings.ws_keepalive_only_timeout_s,
+        speakers=await _speakers(params, engine),
     )
 
 

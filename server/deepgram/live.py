@@ -83,7 +83,14 @@ def results(
 
 
 def _word(word: StreamWord) -> Word:
-    return Word(word.text, word.start, word.end, word.confidence, speaker=word.speaker)
+    return Word(
+        word.text,
+        word.start,
+        word.end,
+        word.confidence,
+        speaker=word.speaker,
+        speaker_confidence=word.speaker_confidence,
+    )
 
 
 def message(

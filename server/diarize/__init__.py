@@ -1,8 +1,9 @@
 """Who spoke when: speaker turns from speech regions, embeddings and clustering (no torch).
 
 `Diarizer` is the stage the engine runs on its workers: it owns the embedding model (loaded
-once, on first use) and turns a track plus its VAD regions into `Turn`s; `label_words` puts
-those turns on Whisper's words. Streaming keeps speakers stable with `OnlineSpeakers`.
+once, on first use) and turns a track plus its VAD regions into `Turn`s (`run`), or one live
+final's audio into turns whose speaker ids stay stable across the stream (`run_online`, with
+the stream's `OnlineSpeakers`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,24 @@ from pathlib import Path
 import numpy as np
 
 from server.diarize.embedder import EmbedderUnavailable, load_embedder
-from server.diarize.pipeline import Diarization, DiarizeOptions, Turn, diarize
+from server.diarize.features import SAMPLE_RATE
+from server.diarize.online import OnlineSpeakers
+from server.diarize.pipeline import (
+    FRAME_S,
+    Diarization,
+    DiarizeOptions,
+    Turn,
+    diarize,
+    embed_windows,
+    turns,
+)
 
 __all__ = [
     "Diarization",
     "DiarizeOptions",
     "Diarizer",
     "EmbedderUnavailable",
+    "OnlineSpeakers",
     "SpeakerHints",
     "Turn",
 ]
@@ -76,6 +88,23 @@ class Diarizer:
         self.load()
         assert self._embedder is not None
         return diarize(samples, regions, self._embedder, self.options_for(hints))
+
+    def online(self, hints: SpeakerHints = SpeakerHints()) -> OnlineSpeakers:
+        """The speaker state of one live channel."""
+        return OnlineSpeakers(self.options_for(hints))
+
+    def run_online(self, speakers: OnlineSpeakers, samples: np.ndarray) -> Diarization:
+        """Blocking; runs on an engine worker. Turns of one live final's speech (all of
+        `samples`), timed from its first sample, with the stream's ids."""
+        self.load()
+        assert self._embedder is not None
+        region = [(0.0, len(samples) / SAMPLE_RATE)]
+        windows = embed_windows(samples, region, self._embedder, speakers.options)
+        if not len(windows):
+            return Diarization([])
+        weight_s = speakers.options.hop_frames * FRAME_S
+        ids, confidence = speakers.add(windows.vectors, windows.owner, weight_s)
+        return Diarization(turns(windows, ids, confidence, region))
 
     def info(self) -> dict[str, str]:
         """Deepgram's `metadata.diarize_info`: which diarizer labelled the speakers."""

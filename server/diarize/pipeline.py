@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -60,6 +60,12 @@ class Diarization:
     @property
     def speakers(self) -> int:
         return len({t.speaker for t in self.turns})
+
+    def shifted(self, seconds: float) -> Diarization:
+        """The same turns `seconds` later (a live final's clock onto the stream's)."""
+        return Diarization(
+            [replace(t, start=t.start + seconds, end=t.end + seconds) for t in self.turns]
+        )
 
     def speaker_at(self, start: float, end: float) -> tuple[int, float] | None:
         """The speaker who covers most of [start, end], else the nearest turn's."""
@@ -186,29 +192,48 @@ def _distinct(
     return True
 
 
-def diarize(
+@dataclass(frozen=True)
+class Windows:
+    """The embedding windows of one track: start frames, the region each lies in, and their
+    (neighbour-smoothed, unit) speaker vectors."""
+
+    starts: np.ndarray
+    owner: np.ndarray
+    vectors: np.ndarray
+    size: int  # frames per window
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def embed_windows(
     samples: np.ndarray,
     regions: Sequence[tuple[float, float]],
     embedder: Embedder,
-    options: DiarizeOptions = DiarizeOptions(),
-) -> Diarization:
-    """Who spoke when in one 16 kHz track, given its speech regions in seconds."""
+    options: DiarizeOptions,
+) -> Windows:
+    """Speaker vectors on the window grid over the speech regions of one 16 kHz track."""
     feats = embedder.features(samples)
-    size = embedder.frames
-    starts, owner = window_grid(regions, len(feats), size, options.hop_frames)
+    starts, owner = window_grid(regions, len(feats), embedder.frames, options.hop_frames)
     if len(starts) == 0:
-        return Diarization([])
+        return Windows(starts, owner, np.zeros((0, 0), np.float32), embedder.frames)
     raw = embedder.embed_frames(starts, feats)
-    vectors = neighbour_mean(raw, owner)
-    hop_s = options.hop_frames * FRAME_S
+    return Windows(starts, owner, neighbour_mean(raw, owner), embedder.frames)
 
-    weights = np.full(len(vectors), hop_s)
+
+def assign(
+    vectors: np.ndarray, owner: np.ndarray, weights: np.ndarray, options: DiarizeOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """Speaker labels (dense, in no particular order) and confidences for time-ordered
+    vectors: the largest k whose voices are distinct (see `_distinct`), within the hints.
+
+    `weights` is the speech each vector stands for (seconds); `owner` marks the speech
+    regions (a change of speaker costs nothing across a gap in the speech).
+    """
     breaks = np.ones(len(owner), bool)
     breaks[1:] = owner[1:] != owner[:-1]
     unit_of, sizes = _units(vectors, owner, options.max_units)
-    unit_vectors = np.zeros((len(sizes), vectors.shape[1]))
-    np.add.at(unit_vectors, unit_of, vectors)
-    unit_vectors = cluster.unit(unit_vectors)
+    unit_vectors = cluster.unit(cluster.group_sums(unit_of, vectors * weights[:, None], len(sizes)))
 
     labels = np.zeros(len(vectors), np.int64)
     for k in range(max(2, options.lower), options.upper + 1):
@@ -227,21 +252,34 @@ def diarize(
         else:
             break
     scores = vectors @ cluster.centroids(vectors, labels, weights).T
-    confidence = _confidence(scores, labels)
+    return labels, _confidence(scores, labels)
+
+
+def diarize(
+    samples: np.ndarray,
+    regions: Sequence[tuple[float, float]],
+    embedder: Embedder,
+    options: DiarizeOptions = DiarizeOptions(),
+) -> Diarization:
+    """Who spoke when in one 16 kHz track, given its speech regions in seconds."""
+    windows = embed_windows(samples, regions, embedder, options)
+    if not len(windows):
+        return Diarization([])
+    weights = np.full(len(windows), options.hop_frames * FRAME_S)
+    labels, confidence = assign(windows.vectors, windows.owner, weights, options)
     labels = cluster.first_appearance(labels)
-    return Diarization(_turns(starts, owner, labels, confidence, regions, size))
+    return Diarization(turns(windows, labels, confidence, regions))
 
 
-def _turns(
-    starts: np.ndarray,
-    owner: np.ndarray,
+def turns(
+    windows: Windows,
     labels: np.ndarray,
     confidence: np.ndarray,
     regions: Sequence[tuple[float, float]],
-    size: int,
 ) -> list[Turn]:
     """Contiguous runs of one speaker; a change falls midway between two window centres."""
-    centres = (starts + size / 2) * FRAME_S
+    owner = windows.owner
+    centres = (windows.starts + windows.size / 2) * FRAME_S
     turns: list[Turn] = []
     run_start = 0
     for i in range(1, len(labels) + 1):

@@ -11,7 +11,7 @@ import numpy as np
 
 from server import metrics
 from server.admission import Slots
-from server.diarize import Diarization, DiarizeOptions, Diarizer, SpeakerHints
+from server.diarize import Diarization, DiarizeOptions, Diarizer, OnlineSpeakers, SpeakerHints
 from server.engine import owner as owners
 from server.engine import packing
 from server.engine.catalog import Catalog, ModelInfo, ModelNotServed, ModelUnavailable, Resolution
@@ -216,12 +216,35 @@ class Engine:
         priority: Priority = Priority.BULK,
     ) -> Diarization:
         """Speaker turns of one track, run on a worker under the queue's admission."""
+        return await self._diarize(
+            lambda: self.diarizer.run(samples, regions, hints), len(samples), priority
+        )
+
+    async def diarize_online(self, speakers: OnlineSpeakers, samples: np.ndarray) -> Diarization:
+        """One live final's speakers (stable ids across the stream), on a worker at the
+        priority of stream finals; never refused: the stream was admitted."""
+        return await self._diarize(
+            lambda: self.diarizer.run_online(speakers, samples),
+            len(samples),
+            Priority.STREAM_FINAL,
+            admit=False,
+        )
+
+    async def _diarize(
+        self,
+        job: Callable[[], Diarization],
+        samples: int,
+        priority: Priority,
+        *,
+        admit: bool = True,
+    ) -> Diarization:
         await asyncio.to_thread(self.diarizer.load)  # a missing model fails before queueing
         future = self.scheduler.submit_task(
             "diarize",
-            lambda: self.diarizer.run(samples, regions, hints),
+            job,
             priority,
-            cost_s=self.diarizer.cost_s(len(samples) / 16000),
+            cost_s=self.diarizer.cost_s(samples / 16000),
+            admit=admit,
         )
         try:
             return await asyncio.wrap_future(future)

@@ -13,6 +13,8 @@ when the final arrives, never what it says. Interims re-decode the open utteranc
 `interim_step_s` of new audio, one at a time; one that returns after its utterance closed is
 still shown if its final is not out yet (on a slow machine that is most of them). Under load
 each channel rests about as long as its last interim took, so interims yield to finals.
+With `diarize=true` a final also waits for its speaker labelling (`StreamSpeakers`), started
+when its span is known and run beside its decode.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from server.streaming.endpointer import (
     Started,
 )
 from server.streaming.results import SpeechStarted, StreamEvent, StreamWord
+from server.streaming.speakers import MIN_SPEAKER_AUDIO, StreamSpeakers
 from server.streaming.transcript import Transcript
 from server.vad import SAMPLE_RATE, StreamingVad
 
@@ -69,10 +72,12 @@ class _Final:
     silent: bool = False  # send nothing (the end of a stream over silence): just complete
     done: list[asyncio.Future] = field(default_factory=list)
     task: asyncio.Task | None = None  # its decode (None: not started, or nothing to decode)
+    speakers: asyncio.Task | None = None  # its speaker labelling (diarize=true)
 
     @property
     def ready(self) -> bool:
-        return self.span.window is None or (self.task is not None and self.task.done())
+        decoded = self.span.window is None or (self.task is not None and self.task.done())
+        return decoded and (self.speakers is None or self.speakers.done())
 
 
 class Channel:
@@ -85,6 +90,7 @@ class Channel:
         wall_at: Callable[[int], float],
         on_progress: Callable[[], None] = lambda: None,
         vad: Callable[[np.ndarray], np.ndarray] | None = None,
+        speakers: StreamSpeakers | None = None,
     ) -> None:
         self.index = index
         self.config = config
@@ -93,6 +99,7 @@ class Channel:
         self._wall_at = wall_at  # wall time at which the audio up to a sample had arrived
         self._on_progress = on_progress
         self._vad = vad or StreamingVad().feed  # samples -> one speech probability per frame
+        self._speakers = speakers
         self._buffer = SampleBuffer()
         self._endpointer = Endpointer(config.endpointer)
         self.transcript = Transcript(index)
@@ -166,6 +173,9 @@ class Channel:
                 job.task = task  # already decoding exactly this window
             else:
                 task.cancel()
+        if self._speakers is not None and job.span.window is not None:
+            job.speakers = self._start_speakers(job.span)
+            job.speakers.add_done_callback(lambda _: self._wake.set())
         self._finals.append(job)
         self._wake.set()
 
@@ -229,6 +239,8 @@ class Channel:
             else:
                 words = job.task.result()
         result = self.transcript.final(job.span, words, job.from_finalize)
+        if self._speakers is not None and job.speakers is not None:
+            result = replace(result, words=self._speakers.label(result.words, job.speakers))
         if not job.silent:
             if result.speech_final and result.words:
                 last = int(result.words[-1].end * SAMPLE_RATE)
@@ -241,6 +253,13 @@ class Channel:
         self._on_progress()
 
     # --- decoding ----------------------------------------------------------------------------
+    def _start_speakers(self, span: Span) -> asyncio.Task:
+        """Label the speech this final adds (never audio past its end: the next final's)."""
+        assert self._speakers is not None and span.speech_start is not None
+        end = min(span.decode_end, span.end)
+        begin = max(self._buffer.start, min(span.speech_start, end - MIN_SPEAKER_AUDIO))
+        return self._speakers.start(self._buffer.window(begin, end), begin)
+
     def _start_final_decode(self, window: Window) -> asyncio.Task:
         """Cut the window's audio now (with left context) and decode it in a task."""
         speech_start, end = window
@@ -298,6 +317,7 @@ class Channel:
     async def close(self) -> None:
         self._drop_speculation()
         tasks = [j.task for j in self._finals if j.task is not None]
+        tasks += [j.speakers for j in self._finals if j.speakers is not None]
         tasks += [t for t in (self._interim, self._loop_task) if t is not None]
         for task in tasks:
             task.cancel()

@@ -19,7 +19,8 @@ class StreamWord:
     end: float
     confidence: float  # the word's probability
     logprob: float  # average log-probability of the decoded segment it came from
-    speaker: int | None = None
+    speaker: int | None = None  # diarize=true: set on final words
+    speaker_confidence: float | None = None
 
     @property
     def key(self) -> str:

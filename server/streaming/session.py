@@ -34,6 +34,7 @@ from server import metrics
 from server.audio.decode import AudioError, RawFormat
 from server.audio.stream import make_decoder
 from server.deepgram import live
+from server.diarize import SpeakerHints
 from server.engine import Engine, ModelInfo
 from server.errors import ServiceError
 from server.outbound import Outbound
@@ -42,6 +43,7 @@ from server.streaming.channel import Channel
 from server.streaming.config import StreamConfig
 from server.streaming.decoding import EngineDecoder
 from server.streaming.results import StreamEvent, StreamResult, StreamWord
+from server.streaming.speakers import StreamSpeakers
 from server.vad import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class StreamSpec:
     # A stream that sends only KeepAlive (no audio) for this long is closed: it would otherwise
     # hold a stream slot forever.
     keepalive_only_timeout_s: float = 300.0
+    speakers: SpeakerHints | None = None  # diarize=true: label final words with speakers
 
 
 def close_reason(text: str) -> str:
@@ -204,6 +207,11 @@ class Session:
                     self._emit,
                     self._wall_at,
                     self._progress.set,
+                    speakers=(
+                        StreamSpeakers(self.engine, self.spec.speakers, index)
+                        if self.spec.speakers is not None
+                        else None
+                    ),
                 )
             )
 

@@ -1,0 +1,102 @@
+"""Speakers of a live stream: stable ids from clustering every utterance heard so far.
+
+Each final's windows are added in stream order. The offline rule (`pipeline.assign`: the
+largest k whose voices are distinct, with turn-taking as evidence for close voices) is run
+again over the remembered windows plus the new ones, so a second voice that the first
+utterances could not prove becomes a speaker as soon as the talk goes back and forth. Ids
+already sent can never change, so the new clusters are matched to them: an id stays with the
+voice it was created for (the cluster that holds most of its first windows), earlier ids
+first, and a voice that no id claims gets the next free id once it speaks in a final.
+
+Memory and time stay bounded however long the stream: past `max_history` vectors the oldest
+half is compacted (each id's vectors there merged in pairs, weights added), so the clustering
+always sees the whole stream, at a coarser grain further back.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from server.diarize import cluster
+from server.diarize.pipeline import DiarizeOptions, assign
+
+FIRST_WINDOWS = 5  # the windows that say which voice an id was created for
+
+
+class OnlineSpeakers:
+    """One channel's speakers. `add` is called once per final, in stream order (it blocks,
+    and runs on an engine worker); a lock keeps two calls from interleaving regardless."""
+
+    def __init__(self, options: DiarizeOptions, max_history: int = 400) -> None:
+        self.options = options
+        self.max_history = max_history
+        self._vectors = np.zeros((0, 0), np.float64)
+        self._owner = np.zeros(0, np.int64)
+        self._weights = np.zeros(0, np.float64)
+        self._ids = np.zeros(0, np.int64)
+        self._finals = 0
+        self._next_id = 0
+        self._lock = threading.Lock()
+
+    @property
+    def speakers(self) -> int:
+        """Ids handed out so far."""
+        return self._next_id
+
+    def add(
+        self, vectors: np.ndarray, owner: np.ndarray, weight_s: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Stable speaker ids and confidences for one final's windows (time order)."""
+        if len(vectors) == 0:
+            return np.zeros(0, np.int64), np.zeros(0)
+        with self._lock:
+            old = len(self._ids)
+            owner = np.asarray(owner, np.int64) - int(np.min(owner)) + self._finals
+            self._finals = int(owner.max()) + 1
+            every = np.vstack([self._vectors, vectors]) if old else np.asarray(vectors, float)
+            owners = np.concatenate([self._owner, owner])
+            weights = np.concatenate([self._weights, np.full(len(vectors), weight_s)])
+            labels, confidence = assign(every, owners, weights, self.options)
+            mapping = self._match(labels, weights)
+            ids = np.empty(len(vectors), np.int64)
+            for i, label in enumerate(labels[old:].tolist()):
+                if label not in mapping:
+                    mapping[label] = self._next_id
+                    self._next_id += 1
+                ids[i] = mapping[label]
+            self._vectors, self._owner, self._weights = every, owners, weights
+            self._ids = np.concatenate([self._ids, ids])
+            if len(self._ids) > self.max_history:
+                self._compact()
+            return ids, confidence[old:]
+
+    def _match(self, labels: np.ndarray, weights: np.ndarray) -> dict[int, int]:
+        """Cluster label -> the id already sent for that voice. An id whose voice has merged
+        into an earlier id's (the count went down) claims nothing."""
+        mapping: dict[int, int] = {}
+        for speaker in range(self._next_id):
+            where = np.flatnonzero(self._ids == speaker)[:FIRST_WINDOWS]  # never empty
+            votes = np.bincount(labels[where], weights=weights[where])
+            home = int(np.argmax(votes))
+            if home not in mapping:
+                mapping[home] = speaker
+        return mapping
+
+    def _compact(self) -> None:
+        """Halve the older half: each id's vectors there are merged in pairs, in time order
+        (weights added, the pair placed where its first vector was)."""
+        half = len(self._ids) // 2
+        vectors = self._vectors.copy()
+        weights = self._weights.copy()
+        keep = np.ones(len(self._ids), bool)
+        for speaker in np.unique(self._ids[:half]).tolist():
+            where = np.flatnonzero(self._ids[:half] == speaker)
+            for first, second in zip(where[0::2], where[1::2], strict=False):
+                merged = weights[first] * vectors[first] + weights[second] * vectors[second]
+                vectors[first] = cluster.unit(merged)
+                weights[first] += weights[second]
+                keep[second] = False
+        self._vectors, self._weights = vectors[keep], weights[keep]
+        self._owner, self._ids = self._owner[keep], self._ids[keep]
