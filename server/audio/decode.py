@@ -165,10 +165,19 @@ def resampler_for(stream: av.audio.stream.AudioStream) -> av.AudioResampler:
     return av.AudioResampler(format="flt", layout=stream.layout, rate=SAMPLE_RATE)
 
 
+def finite(samples: np.ndarray) -> np.ndarray:
+    """Float PCM from a client is any 4 bytes: NaN, infinities and 1e38 would poison the VAD
+    and Whisper (and overflow the resampler), so NaN becomes silence and the rest is clipped to
+    full scale, in place."""
+    if not np.isfinite(samples).all():
+        np.nan_to_num(samples, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+    return np.clip(samples, -1.0, 1.0, out=samples)
+
+
 def planar(frame: av.AudioFrame) -> np.ndarray:
-    """A packed float32 frame as a (channels, n) array."""
+    """A packed float32 frame as a (channels, n) array, every sample finite."""
     channels = frame.layout.nb_channels
-    return frame.to_ndarray().reshape(-1, channels).T
+    return finite(frame.to_ndarray().reshape(-1, channels).T)
 
 
 def _declared_duration(

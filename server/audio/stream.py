@@ -22,7 +22,7 @@ from collections.abc import Callable
 import av
 import numpy as np
 
-from server.audio.decode import AudioError, RawFormat, planar, resampler_for
+from server.audio.decode import AudioError, RawFormat, finite, planar, resampler_for
 
 SAMPLE_RATE = 16000
 PROBE_BYTES = 32768
@@ -70,7 +70,8 @@ def raw_to_float(data: bytes, encoding: str) -> np.ndarray:
     if encoding in _G711:
         return _G711[encoding][np.frombuffer(data, np.uint8)]
     dtype, scale = _PCM[encoding]
-    return np.frombuffer(data, dtype).astype(np.float32) * np.float32(scale)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return finite(np.frombuffer(data, dtype).astype(np.float32) * np.float32(scale))
 
 
 def sample_width(encoding: str) -> int:
