@@ -345,6 +345,25 @@ def test_keywords_intensifiers_boost_or_suppress():
         parse([("keywords", "word:loud")])
 
 
+@pytest.mark.parametrize(
+    "query,match",
+    [
+        ([("language", "fr"), ("profanity_filter", "true")], "profanity_filter"),
+        ([("language", "ru"), ("redact", "pci")], "redact"),
+    ],
+)
+def test_content_features_a_language_cannot_have_are_refused(query, match):
+    with pytest.raises(ParamError, match=match):
+        parse(query)
+    parse([("language", "es"), ("redact", "pci")])  # text2num reads Spanish numbers
+
+
+def test_dictation_without_punctuation_is_a_warning():
+    params = parse([("dictation", "true")])
+    assert [w["parameter"] for w in params.warnings.as_dicts()] == ["dictation"]
+    assert not parse([("dictation", "true"), ("punctuate", "true")]).warnings.as_dicts()
+
+
 def test_content_parameters_reach_the_text_options():
     params = parse(
         [
@@ -356,6 +375,7 @@ def test_content_parameters_reach_the_text_options():
             ("replace", "c d:e"),
             ("search", "foo"),
             ("dictation", "true"),
+            ("punctuate", "true"),
             ("measurements", "true"),
             ("filler_words", "true"),
         ]
@@ -363,7 +383,7 @@ def test_content_parameters_reach_the_text_options():
     options = params.text_options("en")
     assert options.numerals and options.profanity_filter and options.dictation
     assert options.redact == {"pci", "ssn"} and options.replace == (("a", "b"), ("c d", "e"))
-    assert params.search == ["foo"] and not params.warnings
+    assert params.search == ["foo"] and not params.warnings.as_dicts()
 
 
 def test_a_card_number_cut_across_stream_results_is_redacted_in_each():

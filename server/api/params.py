@@ -258,7 +258,33 @@ def parse(
     out.keyterms = list(keyterms.values())
     if out.smart_format and not out.punctuate:
         out.punctuate = True
+    _check_content_features(out)
     return out
+
+
+def _check_content_features(out: ListenParams) -> None:
+    """Refuse what would change or hide content and cannot be done in the asked language
+    (a French transcript with `profanity_filter` would keep its profanity; spelled-out numbers
+    in a language text2num cannot read would escape redaction). With language detection the
+    language is known only afterwards: those are shaped as well as the language allows."""
+    language = (out.language or "").split("-")[0]
+    if language and language != "en" and out.profanity_filter:
+        raise ParamError(
+            f"profanity_filter cannot be honoured for language '{language}' "
+            "(this server's word list is English)"
+        )
+    if language and out.redact and language not in textfmt.ALPHA2DIGIT_LANGUAGES:
+        raise ParamError(
+            f"redact cannot be honoured for language '{language}': spelled-out numbers are read "
+            f"only in {', '.join(sorted(textfmt.ALPHA2DIGIT_LANGUAGES))}"
+        )
+    if out.dictation and not out.punctuated:
+        out.warn(
+            "dictation",
+            "dictation turns spoken punctuation into marks only with punctuate=true "
+            "(as Deepgram's does); it had no effect",
+            "parameter_ignored",
+        )
 
 
 def _apply(out: ListenParams, name: str, value: str, limits: ParamLimits) -> None:
