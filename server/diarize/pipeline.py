@@ -50,7 +50,7 @@ class Turn:
     start: float
     end: float
     speaker: int
-    confidence: float
+    confidence: float | None  # None: the backend gives none (sherpa-onnx)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Diarization:
             [replace(t, start=t.start + seconds, end=t.end + seconds) for t in self.turns]
         )
 
-    def speaker_at(self, start: float, end: float) -> tuple[int, float] | None:
+    def speaker_at(self, start: float, end: float) -> tuple[int, float | None] | None:
         """The speaker who covers most of [start, end], else the nearest turn's."""
         if not self.turns:
             return None

@@ -11,7 +11,14 @@ import numpy as np
 
 from server import metrics
 from server.admission import Slots
-from server.diarize import Diarization, DiarizeOptions, Diarizer, OnlineSpeakers, SpeakerHints
+from server.diarize import (
+    Diarization,
+    DiarizeOptions,
+    Diarizer,
+    OnlineSpeakers,
+    SherpaBackend,
+    SpeakerHints,
+)
 from server.engine import owner as owners
 from server.engine import packing
 from server.engine.catalog import Catalog, ModelInfo, ModelNotServed, ModelUnavailable, Resolution
@@ -79,6 +86,13 @@ class Engine:
                 max_speakers=settings.diarize_max_speakers,
             ),
             threads=settings.cpu_threads or None,
+            sherpa=(
+                SherpaBackend(
+                    settings.diarize_segmentation_model, settings.diarize_sherpa_threshold
+                )
+                if settings.diarize_backend == "sherpa"
+                else None
+            ),
         )
         self.ready = False
 
