@@ -34,6 +34,11 @@ class EngineDecoder:
         self.engine = engine
         self._language = language or None  # "" (detect) is resolved on the first speech
 
+    @property
+    def language(self) -> str | None:
+        """The channel's language once known (asked for, or detected on its first speech)."""
+        return self._language
+
     async def final(self, audio: np.ndarray, config: StreamConfig) -> list[StreamWord]:
         """A final's window is cut as the REST path cuts a file (offline VAD, speech regions
         joined, padded) and decoded the same way, so a streamed phrase reads as the file would."""

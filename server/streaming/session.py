@@ -160,6 +160,7 @@ class Session:
         # Each channel's last final words: the context text shaping needs for a number cut
         # across results (redaction).
         self._said: dict[int, deque[StreamWord]] = {}
+        self._decoders: list[EngineDecoder] = []  # one per channel, in channel order
         self.decoder = make_decoder(spec.raw, self._on_audio, self._on_audio_error)
         self.started = time.monotonic()
         self._last_audio = self.started
@@ -203,7 +204,7 @@ class Session:
                 Channel(
                     index,
                     self.config,
-                    EngineDecoder(self.engine, self.config.final_options.language),
+                    self._decoder(),
                     self._emit,
                     self._wall_at,
                     self._progress.set,
@@ -215,15 +216,25 @@ class Session:
                 )
             )
 
+    def _decoder(self) -> EngineDecoder:
+        decoder = EngineDecoder(self.engine, self.config.final_options.language)
+        self._decoders.append(decoder)
+        return decoder
+
     def _emit(self, event: StreamEvent) -> None:
         said = None
+        text = self.config.text
         if isinstance(event, StreamResult):
             said = self._said.setdefault(event.channel, deque(maxlen=CONTEXT_WORDS))
+            # With language detection, numbers are spoken in the language that was detected.
+            detected = self._decoders[event.channel].language
+            if detected and detected != text.language:
+                text = replace(text, language=detected)
         self.outbox.put(
             live.message(
                 event,
                 channels=len(self.channels),
-                text=self.config.text,
+                text=text,
                 request_id=self.spec.request_id,
                 model=self.spec.model_info,
                 search=self.config.search,
