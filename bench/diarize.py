@@ -10,8 +10,8 @@ No speaker count is given to the diarizer. Prints, for the default embedder and 
   streaming endpointer, as a stream at any pace cuts it) side by side, on files the method
   was not tuned on too: the stereo two-speaker extra mixed to mono, the 222 s LJ file, and
   synthetic calls alternating clips of two different corpus speakers;
-- with `--stream`: endpointing latency of live streams at 1x with and without `diarize=true`,
-  alternated on one server in one run (bench/streaming.py's measure).
+- with `--stream` (instead of the above): endpointing latency of live streams at 1x with and
+  without `diarize=true`, alternated on one server in one run (bench/streaming.py's measure).
 
     .venv/bin/pip install 'pyannote.metrics>=3.2'   # the scorer; not a server dependency
     .venv/bin/python bench/diarize.py [--threshold 0.7] [--sweep 0.6,0.65,0.7,0.75] [--stream]
@@ -98,6 +98,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--stream", action="store_true", help="also measure live latency")
     args = parser.parse_args()
+    if args.stream:
+        stream_latency()
+        return
     embedder = load_embedder(None, args.threads)
     files = {name: load(name) for name in [f"{TELEPHONE}.wav", THREE, *SINGLE]}
     thresholds = [float(t) for t in args.sweep.split(",")] if args.sweep else [args.threshold]
@@ -127,8 +130,6 @@ def main() -> None:
         )
 
     robustness(embedder, DiarizeOptions(threshold=args.threshold))
-    if args.stream:
-        stream_latency()
 
 
 # --- robustness: file and live, on files the thresholds were not tuned on ----------------------
@@ -252,11 +253,11 @@ def stream_latency(rounds: int = 2) -> None:
                     rows.setdefault((count, label), []).extend(measured.endpoint)
     finally:
         server.stop()
-    print(f"\n{'streams':>7} {'diarize':>8} | {'endpoint p50':>12} {'p90':>8} | {'finals':>6}")
+    print(f"\n{'streams':>7} {'diarize':>8} | {'endpoint p50':>12} {'p90':>7} | {'endpoints':>9}")
     for (count, label), values in sorted(rows.items()):
         print(
-            f"{count:>7} {label:>8} | {pct(values, 50):>9.0f} ms {pct(values, 90):>5.0f} ms | "
-            f"{len(values):>6}"
+            f"{count:>7} {label:>8} | {pct(values, 50):>10.2f} s {pct(values, 90):>5.2f} s | "
+            f"{len(values):>9}"
         )
 
 

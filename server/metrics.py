@@ -78,6 +78,12 @@ ENDPOINT_LATENCY = Histogram(
     registry=REGISTRY,
     buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5),
 )
+SPEAKER_WAIT = Histogram(
+    "openlisten_stream_speaker_wait_seconds",
+    "diarize=true: how long a final waited for its speakers after its decode was done",
+    registry=REGISTRY,
+    buckets=(0.0, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2),
+)
 MODEL_LOADED = Gauge(
     "openlisten_model_loaded", "1 when a model is loaded and warm", ["model"], registry=REGISTRY
 )

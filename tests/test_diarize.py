@@ -300,6 +300,21 @@ def test_stream_two_speakers_and_one_at_real_time(server):
         for w in m["channel"]["alternatives"][0]["words"]
     )
 
+    # What diarize=true added to the finals' latency (the wait past each final's decode) is
+    # measured by the server; printed for the record (pytest -s), bounded loosely here.
+    exposition = httpx.get(f"{server.url}/metrics", timeout=10).text
+    wait = {
+        line.split()[0]: float(line.split()[1])
+        for line in exposition.splitlines()
+        if line.startswith("openlisten_stream_speaker_wait_seconds_")
+        and "bucket" not in line
+        and "created" not in line
+    }
+    count = wait["openlisten_stream_speaker_wait_seconds_count"]
+    mean = wait["openlisten_stream_speaker_wait_seconds_sum"] / count
+    print(f"speaker wait past decode: {count:.0f} finals, mean {mean * 1000:.1f} ms")
+    assert count >= len(finals) and mean < 1.0
+
 
 def test_js_sdks_read_speakers(server, tmp_path):
     """JS SDK v4 and v5 hand an app the speaker fields of a diarized file, and v4's live client

@@ -73,6 +73,7 @@ class _Final:
     done: list[asyncio.Future] = field(default_factory=list)
     task: asyncio.Task | None = None  # its decode (None: not started, or nothing to decode)
     speakers: asyncio.Task | None = None  # its speaker labelling (diarize=true)
+    labelled_at: float = 0.0  # when the labelling finished (monotonic)
 
     @property
     def ready(self) -> bool:
@@ -100,6 +101,7 @@ class Channel:
         self._on_progress = on_progress
         self._vad = vad or StreamingVad().feed  # samples -> one speech probability per frame
         self._speakers = speakers
+        self._decoded_at: dict[asyncio.Task, float] = {}  # diarize=true: when decodes finished
         self._buffer = SampleBuffer()
         self._endpointer = Endpointer(config.endpointer)
         self.transcript = Transcript(index)
@@ -172,10 +174,10 @@ class Channel:
             if window == job.span.window:
                 job.task = task  # already decoding exactly this window
             else:
-                task.cancel()
+                self._discard(task)
         if self._speakers is not None and job.span.window is not None:
             job.speakers = self._start_speakers(job.span)
-            job.speakers.add_done_callback(lambda _: self._wake.set())
+            job.speakers.add_done_callback(lambda _: self._labelled(job))
         self._finals.append(job)
         self._wake.set()
 
@@ -187,8 +189,12 @@ class Channel:
 
     def _drop_speculation(self) -> None:
         if self._speculation is not None:
-            self._speculation[1].cancel()
+            self._discard(self._speculation[1])
             self._speculation = None
+
+    def _discard(self, task: asyncio.Task) -> None:
+        task.cancel()
+        self._decoded_at.pop(task, None)
 
     # --- bookkeeping -------------------------------------------------------------------------
     def _trim(self) -> None:
@@ -241,6 +247,9 @@ class Channel:
         result = self.transcript.final(job.span, words, job.from_finalize)
         if self._speakers is not None and job.speakers is not None:
             result = replace(result, words=self._speakers.label(result.words, job.speakers))
+            # What diarize=true added to this final's latency: the wait past its decode.
+            decoded_at = self._decoded_at.pop(job.task, job.labelled_at)
+            metrics.SPEAKER_WAIT.observe(max(0.0, job.labelled_at - decoded_at))
         if not job.silent:
             if result.speech_final and result.words:
                 last = int(result.words[-1].end * SAMPLE_RATE)
@@ -253,6 +262,15 @@ class Channel:
         self._on_progress()
 
     # --- decoding ----------------------------------------------------------------------------
+    def _decoded(self, task: asyncio.Task) -> None:
+        if self._speakers is not None and not task.cancelled():
+            self._decoded_at[task] = time.monotonic()
+        self._wake.set()
+
+    def _labelled(self, job: _Final) -> None:
+        job.labelled_at = time.monotonic()
+        self._wake.set()
+
     def _start_speakers(self, span: Span) -> asyncio.Task:
         """Label the speech this final adds (never audio past its end: the next final's)."""
         assert self._speakers is not None and span.speech_start is not None
@@ -267,7 +285,7 @@ class Channel:
         begin = max(0, speech_start - max(0, min(LEFT_CONTEXT, room)))
         audio = self._buffer.window(begin, end)
         task = asyncio.create_task(self._decode_final(audio, begin))
-        task.add_done_callback(lambda _: self._wake.set())
+        task.add_done_callback(self._decoded)
         return task
 
     async def _decode_final(self, audio: np.ndarray, begin: int) -> list[StreamWord]:
