@@ -34,28 +34,23 @@ def _submit(url: str, hook: str, audio: bytes) -> str:
     return reply.json()["request_id"]
 
 
-def test_jobs_survive_sigterm_and_kill_9(tmp_path, clip):
-    """Job 1 is transcribed but its callback host is down when the server is stopped with
-    SIGTERM; job 2 is accepted and the server is killed at once. The next start delivers both."""
+def test_jobs_survive_kill_9_and_sigterm(tmp_path, clip):
+    """Job 1 is transcribed while its callback host is down; job 2 is accepted and the server
+    is killed at once (kill -9). The next start delivers both. Then a job whose host is down
+    is pending at SIGTERM: the server says so, and leaves it on disk for the next start."""
     env = {**FAST_RETRIES, "OPENLISTEN_STATE_DIR": str(tmp_path / "state")}
     audio = clip.path.read_bytes()
-    with local_host(fail_first=10**6) as hook:
+    with local_host(fail_first=10**6) as hook, local_host(fail_first=10**6) as down:
         first = start_server(tmp_path, env=env)
-        try:
-            job1 = _submit(first.url, f"{hook.url}/hook", audio)
-            assert hook.wait_for(1, timeout=120), "job 1 never reached a delivery attempt"
-        finally:
-            assert first.stop(signal.SIGTERM) == 0
-        assert "still pending at shutdown" in first.logs()
-
-        second = start_server(tmp_path, env=env)
-        job2 = _submit(second.url, f"{hook.url}/hook", audio)
-        second.process.kill()  # kill -9 right after the 200: nothing may be lost
-        second.process.wait()
+        job1 = _submit(first.url, f"{hook.url}/hook", audio)
+        assert hook.wait_for(1, timeout=120), "job 1 never reached a delivery attempt"
+        job2 = _submit(first.url, f"{hook.url}/hook", audio)
+        first.process.kill()  # kill -9 right after the 200: nothing may be lost
+        first.process.wait()
 
         hook.fail_first = 0
         attempts = len(hook.received)
-        third = start_server(tmp_path, env=env)
+        second = start_server(tmp_path, env=env)
         try:
             delivered: dict[str, dict] = {}
             deadline = time.monotonic() + 180
@@ -67,9 +62,14 @@ def test_jobs_survive_sigterm_and_kill_9(tmp_path, clip):
             assert set(delivered) == {job1, job2}, hook.received[attempts:]
             for body in delivered.values():
                 assert corpus.wer([clip.reference], [transcript(body)]) < 30
-            assert "callback jobs recovered" in third.logs()
+            assert "callback jobs recovered" in second.logs()
+
+            _submit(second.url, f"{down.url}/hook", audio)
+            assert down.wait_for(1, timeout=120)
         finally:
-            third.stop()
+            assert second.stop(signal.SIGTERM) == 0
+    pending = [line for line in second.logs().splitlines() if "still pending at shutdown" in line]
+    assert pending and '"pending": 1' in pending[0], second.logs()[-2000:]
 
 
 @pytest.fixture(scope="module")

@@ -92,7 +92,7 @@ def check_decoded(samples: np.ndarray) -> None:
     assert np.isfinite(samples).all()
 
 
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=400)
 @given(name=st.sampled_from(sorted(CONTAINERS)), ops=OPS, mono=st.booleans())
 def test_file_decoder_only_raises_audio_errors(name, ops, mono):
     try:
@@ -102,7 +102,7 @@ def test_file_decoder_only_raises_audio_errors(name, ops, mono):
     check_decoded(audio.samples)
 
 
-@settings(FUZZ, max_examples=120)
+@settings(FUZZ, max_examples=80)
 @given(
     ops=OPS,
     encoding=st.sampled_from(["linear16", "linear32", "mulaw", "alaw", "float32"]),
@@ -184,7 +184,7 @@ VALUES = st.sampled_from(
 ) | st.text(max_size=40)
 
 
-@settings(FUZZ, max_examples=800)
+@settings(FUZZ, max_examples=500)
 @given(items=st.lists(st.tuples(NAMES, VALUES), max_size=30))
 def test_query_parser_gives_params_or_a_400(items):
     limits = ParamLimits(max_params=32, max_keyterms=5)
@@ -198,7 +198,7 @@ def test_query_parser_gives_params_or_a_400(items):
     assert len(list(params.warnings)) <= MAX_NOTICES + 1
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=200)
 @given(
     raw=st.binary(max_size=300)
     | st.recursive(
