@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="refuse new work once queued work would wait this long"
     )
 
+    solo_decode: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="a batch that runs while no other worker does uses every core (a second "
+        "copy of the model with all threads); auto = on CPU with several workers",
+    )
     pack: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="pack short windows that wait together into one encoder window; auto = on CPU",
@@ -289,6 +294,13 @@ class Settings(BaseSettings):
     @cached_property
     def resolved_decode_concurrency(self) -> int:
         return self.decode_max_concurrent or max(1, os.cpu_count() or 1)
+
+    @cached_property
+    def solo_decodes(self) -> bool:
+        """Only CPUs split cores between workers; a GPU worker already has the whole device."""
+        if self.solo_decode != "auto":
+            return self.solo_decode == "on" and self.resolved_device == "cpu"
+        return self.resolved_device == "cpu" and self.resolved_workers > 1
 
     @cached_property
     def packing(self) -> bool:

@@ -8,6 +8,7 @@ worker picks, and in which batches.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from faster_whisper.audio import decode_audio
 
 from server import metrics
 from server.engine import DeadlineExpired, DecodeOptions, Engine, Overloaded, Priority
+from server.engine.whisper import decode_batch
 from server.settings import Settings
 from tests import corpus
 
@@ -205,3 +207,25 @@ def test_bulk_joins_streaming_batches_only_when_it_keeps_the_deadline(
         assert future.result(timeout=120)
     # blocker + (final alone, then the bulk four) on CPU; blocker + one mixed batch on GPU.
     assert batches_run() - before == (2 if mix else 3)
+
+
+def test_a_lone_batch_decodes_with_every_core(engine_factory, clip: np.ndarray) -> None:
+    """Two one-core workers, yet a batch running while the other worker idles uses the copy of
+    the model with every core, and reads the same as the one-core replica."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: nothing to gain")
+    engine = engine_factory(workers=2)
+    loaded = engine.pool.get("tiny.en")
+    assert loaded is not None and loaded.solo is not None
+    seen: list[bool] = []
+    run = engine.scheduler._decode
+
+    def spy(batch):
+        seen.append(batch.alone)
+        return run(batch)
+
+    engine.scheduler._decode = spy
+    (segments,) = asyncio.run(engine.decode("tiny.en", [clip], OPTIONS))
+    assert seen == [True]
+    (alone,) = decode_batch(loaded.model, [clip], OPTIONS)
+    assert [w.text for s in segments for w in s.words] == [w.text for s in alone for w in s.words]

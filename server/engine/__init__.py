@@ -128,12 +128,13 @@ class Engine:
         loaded = self.pool.get(batch.model)
         if loaded is None:
             raise ModelUnavailable(f"model '{batch.model}' is not loaded")
+        model = loaded.solo if batch.alone and loaded.solo is not None else loaded.model
         if batch.kind is Kind.DETECT:
-            return [detect_language(loaded.model, window) for window in batch.windows]
+            return [detect_language(model, window) for window in batch.windows]
         if batch.groups is None:
-            return decode_batch(loaded.model, batch.windows, batch.options)
+            return decode_batch(model, batch.windows, batch.options)
         results, refused = packing.decode(
-            loaded.model,
+            model,
             batch.windows,
             batch.groups,
             batch.options,

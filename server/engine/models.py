@@ -25,6 +25,9 @@ class LoadedModel:
     name: str
     model: WhisperModel
     info: ModelInfo
+    # CPU only: the same weights with every core on one replica, for a batch that runs while
+    # no other worker does (a lone stream's final then decodes as fast as the machine can).
+    solo: WhisperModel | None = None
 
     @property
     def multilingual(self) -> bool:
@@ -57,22 +60,29 @@ class ModelPool:
                 1, (os.cpu_count() or 1) // self._settings.resolved_workers
             )
             log.info("loading model", extra={"model": name, "path": path})
-            try:
-                model = WhisperModel(
-                    path,
-                    device=self._settings.resolved_device,
-                    device_index=self._settings.device_index,
-                    compute_type=self._settings.resolved_compute_type,
-                    cpu_threads=threads,
-                    num_workers=self._settings.resolved_workers,
-                    download_root=str(self._settings.models_dir / "hub"),
-                )
-            except (OSError, RuntimeError, ValueError) as exc:
-                raise ModelUnavailable(f"model '{name}' could not be loaded: {exc}") from exc
-            except Exception as exc:  # hub errors (offline, unknown repo) have their own types
-                raise ModelUnavailable(f"model '{name}' could not be loaded: {exc}") from exc
+            model = self._open(name, path, threads, self._settings.resolved_workers)
+            solo = None
+            if self._settings.solo_decodes and threads < (os.cpu_count() or 1):
+                solo = self._open(name, path, os.cpu_count() or 1, 1)
+                warm_up(solo)
             warm_up(model)
-            loaded = LoadedModel(name, model, self._catalog.info(name))
+            loaded = LoadedModel(name, model, self._catalog.info(name), solo)
             self._models[name] = loaded
             metrics.MODEL_LOADED.labels(name).set(1)
             return loaded
+
+    def _open(self, name: str, path: str, threads: int, replicas: int) -> WhisperModel:
+        try:
+            return WhisperModel(
+                path,
+                device=self._settings.resolved_device,
+                device_index=self._settings.device_index,
+                compute_type=self._settings.resolved_compute_type,
+                cpu_threads=threads,
+                num_workers=replicas,
+                download_root=str(self._settings.models_dir / "hub"),
+            )
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ModelUnavailable(f"model '{name}' could not be loaded: {exc}") from exc
+        except Exception as exc:  # hub errors (offline, unknown repo) have their own types
+            raise ModelUnavailable(f"model '{name}' could not be loaded: {exc}") from exc

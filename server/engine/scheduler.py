@@ -113,6 +113,8 @@ class Batch:
     windows: list[np.ndarray]
     options: DecodeOptions
     groups: list[list[int]] | None = None
+    # No other worker was running when this batch started: it may use every core.
+    alone: bool = False
 
 
 RunFn = Callable[[Batch], list[Any]]
@@ -436,7 +438,7 @@ class Scheduler:
         windows.sort(key=lambda group: group[0].sort_key)
         return windows
 
-    def _take_batch(self) -> list[list[_Item]] | None:
+    def _take_batch(self) -> tuple[list[list[_Item]], bool] | None:
         """Block until a batch is ready: the most urgent item plus compatible ones, as encoder
         windows (one item each, or several packed)."""
         with self._cond:
@@ -459,7 +461,7 @@ class Scheduler:
                 self._cond.wait(remaining)
                 self._expire_locked(time.monotonic())
                 if not self._queue or self._queue[0].batch_key != key:
-                    return []  # the leader went away or something more urgent came: re-pick
+                    return [], False  # the leader went away or something more urgent came
             now = time.monotonic()
             chosen: list[list[_Item]] = []
             for group in windows:
@@ -470,19 +472,21 @@ class Scheduler:
             taken = {id(item) for group in chosen for item in group}
             self._queue = [item for item in self._queue if id(item) not in taken]
             self._inflight.extend(group[0].model for group in chosen for _ in group)
+            alone = self._busy == 0
             self._busy += 1
             metrics.QUEUE_DEPTH.set(len(self._queue))
-            return chosen
+            return chosen, alone
 
     def _work(self) -> None:
         while True:
-            batch = self._take_batch()
-            if batch is None:
+            taken = self._take_batch()
+            if taken is None:
                 return
+            batch, alone = taken
             if not batch:
                 continue
             try:
-                self._run(batch)
+                self._run(batch, alone)
             finally:
                 with self._cond:
                     self._busy -= 1
@@ -490,7 +494,7 @@ class Scheduler:
                         for item in group:
                             self._inflight.remove(item.model)
 
-    def _run(self, batch: list[list[_Item]]) -> None:
+    def _run(self, batch: list[list[_Item]], alone: bool = False) -> None:
         groups = [
             [item for item in group if item.future.set_running_or_notify_cancel()]
             for group in batch
@@ -522,6 +526,7 @@ class Scheduler:
             [item.window for item in live],
             head.options,
             indices if any(len(g) > 1 for g in indices) else None,
+            alone,
         )
         try:
             results = self._decode(job)
