@@ -30,19 +30,11 @@ from server.audio.stream import ContainerStreamDecoder, RawStreamDecoder
 from server.errors import InvalidJson
 from server.notices import MAX_NOTICES
 from tests import corpus
-from tests.test_rest_support import transcript
+from tests.test_rest_support import FORMATS, transcript
 from tests.ws_helpers import encode
 
-CONTAINERS = {  # name -> (format, codec, rate)
-    "wav": ("wav", "pcm_s16le", 16000),
-    "wav8": ("wav", "pcm_u8", 8000),
-    "flac": ("flac", "flac", 16000),
-    "mp3": ("mp3", "libmp3lame", 16000),
-    "ogg-opus": ("ogg", "libopus", 48000),
-    "webm": ("webm", "libopus", 48000),
-    "m4a": ("ipod", "aac", 16000),
-    "aiff": ("aiff", "pcm_s16be", 16000),
-}
+# Every container the REST tests sniff, and 8-bit WAV: name -> (format, codec, rate).
+CONTAINERS = {**FORMATS, "wav8": ("wav", "pcm_u8", 8000)}
 LIMITS = DecodeLimits(max_duration_s=60, max_channels=16)
 FUZZ = settings(
     deadline=None,

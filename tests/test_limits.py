@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import av
 import httpx
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from server.admission import Slots
 from server.errors import Busy
 from tests import corpus
 from tests.test_rest_support import assert_deepgram_error
+from tests.ws_helpers import encode
 
 DEADLINE_S = 2.0
 
@@ -153,29 +152,10 @@ def test_a_keepalive_only_stream_is_closed(slow):
     assert any(m.get("type") == "Error" and "KeepAlive" in m["description"] for m in messages)
 
 
-def _noise_mp3(seconds: float, rate: int = 16000) -> bytes:
-    """Faint noise as MP3: seconds of decoding work, and no speech to transcribe afterwards."""
-    pcm = np.random.default_rng(0).normal(0, 30, int(seconds * rate)).astype(np.int16)
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp3") as out:
-        stream = out.add_stream("libmp3lame", rate=rate)
-        stream.layout = "mono"
-        size = stream.codec_context.frame_size or 1152
-        for start in range(0, len(pcm), size):
-            frame = av.AudioFrame.from_ndarray(
-                pcm[start : start + size][None], format="s16", layout="mono"
-            )
-            frame.sample_rate = rate
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buffer.getvalue()
-
-
 def test_decodes_beyond_the_slots_get_503(slow):
     """One decode slot, no waiting place: of simultaneous uploads, some are refused."""
-    audio = _noise_mp3(120)
+    noise = np.random.default_rng(0).normal(0, 0.001, 120 * 16000).astype(np.float32)
+    audio = encode(noise, "mp3", "libmp3lame", 16000)  # seconds to decode, no speech after
 
     def post() -> httpx.Response:
         return httpx.post(f"{slow.url}/v1/listen", content=audio, timeout=600)
