@@ -191,7 +191,7 @@ def _declared_duration(
     return None
 
 
-def _audio_stream(
+def audio_stream(
     container: av.container.InputContainer, raw: RawFormat | None, limits: DecodeLimits
 ) -> tuple[av.audio.stream.AudioStream, int]:
     """The first audio stream and its channel count, refused early when it is not sane audio."""
@@ -274,7 +274,7 @@ def decode(
     container = open_container(source, raw)
     try:
         try:
-            stream, channels = _audio_stream(container, raw, limits)
+            stream, channels = audio_stream(container, raw, limits)
             declared = _declared_duration(container, stream)
         except AudioError:
             raise

@@ -22,7 +22,15 @@ from collections.abc import Callable
 import av
 import numpy as np
 
-from server.audio.decode import AudioError, RawFormat, finite, planar, resampler_for
+from server.audio.decode import (
+    AudioError,
+    DecodeLimits,
+    RawFormat,
+    audio_stream,
+    finite,
+    planar,
+    resampler_for,
+)
 
 SAMPLE_RATE = 16000
 PROBE_BYTES = 32768
@@ -247,10 +255,9 @@ class ContainerStreamDecoder:
                 return
             raise AudioError("failed to process audio: corrupt or unsupported data") from exc
         try:
-            if not container.streams.audio:
-                raise AudioError("failed to process audio: no audio stream found")
-            stream = container.streams.audio[0]
-            self.channels = stream.codec_context.channels or 1
+            # The same sanity checks as whole files (channel count, sample rate), before any
+            # frame is decoded.
+            stream, self.channels = audio_stream(container, None, DecodeLimits())
             resampler = resampler_for(stream)
             decoded_any = False
             try:
