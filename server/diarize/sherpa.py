@@ -9,8 +9,8 @@ optional install (`pip install 'openlisten[diarize-sherpa]'`); a server configur
 without it, or without the files, refuses `diarize=true` with a 400 that says what is missing.
 
 Untested here against real model files: none ship inside a package this project can install,
-and the workplace reaches no model hub (see the issue-10 note). What is tested: the refusals,
-and that a loaded backend's segments become turns.
+and the workplace reaches no model hub. Tested: the refusals, and the wiring with synthetic
+models that carry sherpa-onnx's metadata (tests/sherpa_models.py).
 """
 
 from __future__ import annotations
