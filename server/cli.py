@@ -207,7 +207,7 @@ SERVE_FLAGS: dict[str, Any] = {
     "--batch-size": int,
     "--batch-window-ms": float,
     "--queue-max": int,
-    "--pack": ["auto", "on", "off"],
+    "--pack": ["auto", "interims", "all", "off"],
     "--queue-max-wait-s": float,
     "--api-key": str,
     "--api-keys-file": str,

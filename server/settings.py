@@ -118,9 +118,12 @@ class Settings(BaseSettings):
         description="a batch that runs while no other worker does uses every core (a second "
         "copy of the model with all threads); auto = on CPU with several workers",
     )
-    pack: Literal["auto", "on", "off"] = Field(
+    pack: Literal["auto", "interims", "all", "off"] = Field(
         default="auto",
-        description="pack short windows that wait together into one encoder window; auto = on CPU",
+        description="pack short windows that wait together into one encoder window: interims "
+        "only (finals and files read the same whatever else runs), or all windows (more "
+        "capacity, but a final's text may then depend on its neighbours); auto = interims on "
+        "CPU, off on GPU",
     )
     pack_gap_ms: int = Field(
         default=1000, ge=200, le=5000, description="silence between windows in a packed window"
@@ -303,11 +306,15 @@ class Settings(BaseSettings):
         return self.resolved_device == "cpu" and self.resolved_workers > 1
 
     @cached_property
-    def packing(self) -> bool:
-        """Packing saves encoder passes, which is what a CPU pays for; a GPU batches instead."""
+    def packing(self) -> Literal["interims", "all", "off"]:
+        """Packing saves encoder passes, which is what a CPU pays for; a GPU batches instead.
+
+        A packed window's text depends on what it was packed with, so by default only interims
+        (replaced anyway) are packed: finals and files then read the same alone or under load.
+        """
         if self.pack != "auto":
-            return self.pack == "on"
-        return self.resolved_device == "cpu"
+            return self.pack
+        return "interims" if self.resolved_device == "cpu" else "off"
 
     @cached_property
     def resolved_compute_type(self) -> str:

@@ -132,7 +132,7 @@ def test_split_sends_pieces_without_words_to_be_decoded_alone() -> None:
 def packing_engine() -> Iterator[Engine]:
     if not corpus.clips():
         pytest.skip(corpus.MISSING)
-    engine = Engine(Settings(workers=1, pack="on", batch_window_ms=0))
+    engine = Engine(Settings(workers=1, pack="all", batch_window_ms=0))
     engine.load()
     yield engine
     engine.stop()
@@ -195,12 +195,38 @@ def test_windows_of_different_keys_are_not_packed_together(packing_engine: Engin
     assert packed_windows() > before
 
 
+def test_by_default_only_interims_are_packed(packing_engine: Engine) -> None:
+    """`pack=auto` on a CPU packs interims only: a final's (or a file's) text must not depend
+    on what else was queued beside it."""
+    assert Settings(device="cpu").packing == "interims"
+    engine = packing_engine
+    clip = samples16k(corpus.by_name(SPEAKER_A[0]).path)
+    options = DecodeOptions(beam_size=1, temperatures=(0.0,))
+    engine.scheduler.config.pack = "interims"
+    try:
+        for priority, packs in (
+            (Priority.STREAM_FINAL, False),
+            (Priority.BULK, False),
+            (Priority.STREAM_INTERIM, True),
+        ):
+            before = packed_windows()
+            occupy(engine)
+            futures = [
+                engine.scheduler.submit("tiny.en", [clip], options, priority)[0] for _ in range(3)
+            ]
+            for future in futures:
+                future.result(timeout=300)
+            assert (packed_windows() > before) is packs, priority
+    finally:
+        engine.scheduler.config.pack = "all"
+
+
 def test_two_packed_live_streams_never_exchange_a_word(server_factory) -> None:
     """Two speakers streamed at once, real-time pace, to a one-worker server packing everything:
     every final word of each stream is its own speaker's."""
     if not corpus.clips():
         pytest.skip(corpus.MISSING)
-    server = server_factory("--workers", "1", "--pack", "on")
+    server = server_factory("--workers", "1", "--pack", "all")
     pause = np.zeros(8000, np.float32)
 
     def program(names: list[str]) -> np.ndarray:

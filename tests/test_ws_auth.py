@@ -96,7 +96,7 @@ def test_missing_or_wrong_key_is_http_401_json(authed, kwargs):
 
 
 @pytest.mark.parametrize(
-    "query", ["encoding=linear16", "sample_rate=abc", "interim_results=maybe", "encoding=g729"]
+    "query", ["encoding=linear16", "sample_rate=abc", "interim_results=maybe", "encoding=g723"]
 )
 def test_bad_parameter_is_http_400_json(authed, query):
     status, headers, body = _refusal(

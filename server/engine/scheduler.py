@@ -33,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -137,8 +137,10 @@ class SchedulerConfig:
     # Whether bulk windows may always join a batch led by streaming work (True on GPUs, where
     # a batch costs about one window); otherwise only while the leader's deadline still holds.
     mix_bulk_into_stream: bool = False
-    # Pack compatible short windows into one encoder window (CPU): see `packing`.
-    pack: bool = False
+    # Pack compatible short windows into one encoder window (CPU): see `packing`. "interims"
+    # packs only droppable interim decodes, whose text is replaced anyway; "all" packs finals
+    # and bulk windows too, whose text then depends on what they were packed with.
+    pack: Literal["off", "interims", "all"] = "off"
     pack_gap_s: float = 1.0
     pack_window_s: float = 30.0
     # Whether windows of different owners (API keys) may share a packed window.
@@ -400,7 +402,10 @@ class Scheduler:
     def _packable(self, item: _Item) -> bool:
         cfg = self._config
         return (
-            cfg.pack
+            (
+                cfg.pack == "all"
+                or (cfg.pack == "interims" and item.priority is Priority.STREAM_INTERIM)
+            )
             and item.kind is Kind.DECODE
             and item.task is None
             and item.options is not None
@@ -517,7 +522,7 @@ class Scheduler:
         for group in groups:
             first = len(indices) and indices[-1][-1] + 1
             indices.append(list(range(first, first + len(group))))
-            if self._config.pack:
+            if self._config.pack != "off":
                 metrics.PACK_PIECES.observe(len(group))
         assert head.options is not None
         job = Batch(
