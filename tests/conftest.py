@@ -17,6 +17,9 @@ import pytest
 from tests import corpus
 
 ROOT = Path(__file__).resolve().parents[1]
+# OPENLISTEN_TEST_TASKSET=0 (any `taskset -c` list) pins every server the suite starts to those
+# cores: the suite must pass on a machine as slow as one core, and this shows it does.
+TASKSET = os.environ.get("OPENLISTEN_TEST_TASKSET", "").strip()
 
 
 @dataclass
@@ -73,8 +76,10 @@ def start_server(
         "OPENLISTEN_OUTBOUND_ALLOW_NETWORKS": "127.0.0.0/8",
         **(env or {}),
     }
+    pin = ["taskset", "-c", TASKSET] if TASKSET else []
     process = subprocess.Popen(
         [
+            *pin,
             sys.executable,
             "-m",
             "server",

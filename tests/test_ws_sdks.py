@@ -8,6 +8,8 @@ Python `deepgram-sdk` 7.x (sync client, `start_listening` in a thread), the seed
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -151,3 +153,34 @@ def test_js_sdk_v5_live(keyed, clip, pcm_file):
     assert out["metadata"] and out["metadata"]["channels"] == 1
     assert out["closeCode"] == 1000
     assert out["opens"] == 1, "v5 reconnected: the server closed with a code other than 1000"
+
+
+def readme_live_example() -> str:
+    """The Python block of the README's live-transcription section, as a user copies it."""
+    text = (ROOT.parent / "README.md").read_text()
+    section = text[text.index("## Live transcription") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)]
+
+
+def test_readme_live_example_prints_every_final(server):
+    """Run the README's example as written (only the URLs and the audio source filled in):
+    audio sent as fast as it goes, so the last finals are still being decoded at CloseStream;
+    the example must wait for them and print every one before it leaves."""
+    jfk = corpus.by_name("en_jfk_inaugural_1961.flac")
+    audio = pcm16(samples16k(jfk.path))
+    code = readme_live_example()
+    assert "localhost:8000" in code and "pcm16_chunks()" in code
+    code = code.replace("http://localhost:8000", server.url).replace(
+        "ws://localhost:8000", server.ws_url
+    )
+    printed = io.StringIO()
+
+    def pcm16_chunks():
+        return (audio[i : i + 3200] for i in range(0, len(audio), 3200))
+
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), {"pcm16_chunks": pcm16_chunks})
+    text = " ".join(printed.getvalue().split())
+    assert corpus.wer([jfk.reference], [text]) <= 15, text
+    assert text.rstrip(".").lower().endswith("what you can do for your country"), text

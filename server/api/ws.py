@@ -160,5 +160,6 @@ async def listen(ws: WebSocket) -> None:
                 "request_id": request_id,
                 "audio_seconds": round(session.samples / 16000, 3),
                 "backlog_s": round(session.backlog_s, 3),
+                "peak_backlog_s": round(session.peak_backlog_s, 3),
             },
         )

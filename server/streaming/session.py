@@ -150,6 +150,7 @@ class Session:
         self.channels: list[Channel] = []
         self.audio_channels = 0
         self.samples = 0  # 16 kHz samples received per channel
+        self.peak_backlog_s = 0.0  # the most audio ever waiting for finals (logged at close)
         self._sha = hashlib.sha256()
         self._wall: list[tuple[int, float]] = []  # (samples received, wall time) checkpoints
         self._wall_samples: list[int] = []
@@ -195,6 +196,7 @@ class Session:
             del self._wall[:10000], self._wall_samples[:10000]
         for channel, track in zip(self.channels, samples, strict=False):
             channel.feed(np.ascontiguousarray(track, np.float32))
+        self.peak_backlog_s = max(self.peak_backlog_s, self.backlog_s)
 
     def _open_channels(self, count: int) -> None:
         self.audio_channels = count
