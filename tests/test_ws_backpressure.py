@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 
 import numpy as np
 import pytest
@@ -31,11 +32,15 @@ def reading() -> tuple[np.ndarray, str]:
 
 
 def _closed_line(server, request_id: str) -> dict:
-    for line in server.logs().splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if entry.get("msg") == "stream closed" and entry.get("request_id") == request_id:
-                return entry
+    """The stream's 'stream closed' log line (written just after the close frame is sent)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for line in server.logs().splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                if entry.get("msg") == "stream closed" and entry.get("request_id") == request_id:
+                    return entry
+        time.sleep(0.1)
     raise AssertionError(f"no 'stream closed' log line for {request_id}")
 
 

@@ -391,19 +391,17 @@ class Session:
             metadata = False
             self.outbox.put(live.error(str(self._error), variant="DATA-0000"))
         pending = [channel.flush(from_finalize=False) for channel in self.channels]
-        if pending:
-            _, late = await asyncio.wait(pending, timeout=self.spec.close_deadline_s)
-            if late:
-                # Never lose audio silently: say that (and how much) was left untranscribed.
-                left = self.backlog_s
-                log.warning("stream closed unfinished", extra={"untranscribed_s": round(left, 2)})
-                self.outbox.put(
-                    live.error(
-                        f"{UNFINISHED}: {left:.1f} s were not transcribed in time",
-                        variant="INCOMPLETE",
-                    )
+        if pending and not await self._settle(pending):
+            # Never lose audio silently: say that (and how much) was left untranscribed.
+            left = self.backlog_s
+            log.warning("stream closed unfinished", extra={"untranscribed_s": round(left, 2)})
+            self.outbox.put(
+                live.error(
+                    f"{UNFINISHED}: {left:.1f} s were not transcribed in time",
+                    variant="INCOMPLETE",
                 )
-                code, reason, metadata = CLOSE_UNFINISHED, UNFINISHED, False
+            )
+            code, reason, metadata = CLOSE_UNFINISHED, UNFINISHED, False
         if metadata:
             self.outbox.put(
                 live.metadata(
@@ -421,6 +419,31 @@ class Session:
         if self.ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await self.ws.close(code, close_reason(reason))
+
+    async def _settle(self, pending: list[asyncio.Future]) -> bool:
+        """Wait for the last finals; False when they did not all come in time.
+
+        A client's close waits as long as finals keep coming (what is left is bounded by the
+        backlog limit), giving up after `close_deadline_s` without one; a server shutdown gets
+        `close_deadline_s` in all.
+        """
+        deadline = time.monotonic() + self.spec.close_deadline_s
+        waiting: set[asyncio.Future] = set(pending)
+        while waiting:
+            self._progress.clear()
+            progress = asyncio.ensure_future(self._progress.wait())
+            done, _ = await asyncio.wait(
+                waiting | {progress},
+                timeout=max(0.0, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            progress.cancel()
+            if not done:
+                return False
+            waiting -= done
+            if not self._stop.is_set():
+                deadline = time.monotonic() + self.spec.close_deadline_s
+        return True
 
     async def _cleanup(self) -> None:
         if self.callback is not None:
