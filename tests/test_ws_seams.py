@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
+from server.deepgram.textfmt import TextOptions
 from server.engine import DecodeOptions
 from server.streaming import policy
 from server.streaming.buffer import SampleBuffer
@@ -321,7 +322,8 @@ def stream_config(**changes) -> StreamConfig:
     base = StreamConfig(
         model="tiny.en",
         interim_results=False,
-        punctuate=False,
+        text=TextOptions(),
+        search=(),
         endpoint_ms=300,
         speech_final=True,
         utterance_end_ms=None,
