@@ -53,16 +53,11 @@ from server.vad import SAMPLE_RATE, StreamingVad
 
 log = logging.getLogger(__name__)
 
-# Already-final audio decoded again in front of a final that goes on from a cut, so that a word
-# spoken across the cut is heard whole on this side too (its words are left out again by
-# `policy.owned`). Only there: after an endpoint's silence no word straddles the seam, and
-# context there was measured to cost both time (its words are decoded again) and accuracy
-# (bench/streaming.py, one stream: endpointing p50 1.51 s -> 1.28 s, live WER 10.5 % -> 8.9 %).
+# Already-final audio decoded again in front of each final's window. The encoder always reads
+# a full 30 s mel window, so this context costs little there, and it gives a phrase cut at a
+# pause the acoustic and linguistic lead-in it lacks (its words are left out again by
+# `policy.owned`).
 LEFT_CONTEXT = int(4.0 * SAMPLE_RATE)
-# After an endpoint, a little of the silence before the span still goes in front: the endpoint
-# is declared on VAD frames, and Silero reacts late, so the next word's onset may lie just
-# before the boundary (a word cut off at its start is often lost).
-ONSET_MARGIN = int(0.3 * SAMPLE_RATE)
 FINALS_IN_FLIGHT = 2
 
 Window = tuple[int, int]
@@ -143,8 +138,8 @@ class Channel:
                 self.transcript.speech_resumed()
                 if self.config.vad_events:
                     self._emit(SpeechStarted(self.index, at / SAMPLE_RATE))
-            case Paused(window, after_cut):
-                self._speculate(window, after_cut)
+            case Paused(window):
+                self._speculate(window)
             case Resumed():
                 self._drop_speculation()
             case Closed(span) | Cut(span):
@@ -186,11 +181,11 @@ class Channel:
         self._finals.append(job)
         self._wake.set()
 
-    def _speculate(self, window: Window, after_cut: bool) -> None:
+    def _speculate(self, window: Window) -> None:
         """The speaker paused: decode the final's window now, while the endpoint's silence is
         still being confirmed; most such pauses are endpoints."""
         self._drop_speculation()
-        self._speculation = (window, self._start_final_decode(window, after_cut))
+        self._speculation = (window, self._start_final_decode(window))
 
     def _drop_speculation(self) -> None:
         if self._speculation is not None:
@@ -230,7 +225,7 @@ class Channel:
         while True:
             for job in itertools.islice(self._finals, FINALS_IN_FLIGHT):
                 if job.task is None and job.span.window is not None:
-                    job.task = self._start_final_decode(job.span.window, job.span.after_cut)
+                    job.task = self._start_final_decode(job.span.window)
             if self._finals and self._finals[0].ready:
                 self._send_final(self._finals.popleft())
                 continue
@@ -283,12 +278,11 @@ class Channel:
         begin = max(self._buffer.start, min(span.speech_start, end - MIN_SPEAKER_AUDIO))
         return self._speakers.start(self._buffer.window(begin, end), begin)
 
-    def _start_final_decode(self, window: Window, after_cut: bool) -> asyncio.Task:
-        """Cut the window's audio now (with its left context) and decode it in a task."""
+    def _start_final_decode(self, window: Window) -> asyncio.Task:
+        """Cut the window's audio now (with left context) and decode it in a task."""
         speech_start, end = window
         room = int(MAX_WINDOW_S * SAMPLE_RATE) - (end - speech_start)
-        context = max(0, min(LEFT_CONTEXT if after_cut else ONSET_MARGIN, room))
-        begin = max(self._buffer.start, speech_start - context)
+        begin = max(0, speech_start - max(0, min(LEFT_CONTEXT, room)))
         audio = self._buffer.window(begin, end)
         task = asyncio.create_task(self._decode_final(audio, begin))
         task.add_done_callback(self._decoded)

@@ -74,9 +74,6 @@ class Span:
     speech_start: int | None
     decode_end: int
     speech_final: bool = False
-    # The speech continues from a cut: the decode needs the audio before `speech_start` to
-    # hear the seam's word whole. After an endpoint's silence nothing straddles the seam.
-    after_cut: bool = False
 
     @property
     def window(self) -> tuple[int, int] | None:
@@ -98,7 +95,6 @@ class Paused:
     turn out to be the endpoint: `window` is exactly what that final would decode."""
 
     window: tuple[int, int]
-    after_cut: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,7 +129,6 @@ class _Utterance:
     silence_run: int = 0
     confirmed: bool = False
     paused: bool = False
-    after_cut: bool = False  # it goes on from a cut (its speech_start is the cut)
 
 
 class Endpointer:
@@ -182,13 +177,7 @@ class Endpointer:
         """
         at = max(at, self.boundary)
         utt, self._utt = self._utt, None
-        span = Span(
-            self.boundary,
-            at,
-            utt.speech_start if utt else None,
-            at,
-            after_cut=bool(utt and utt.after_cut),
-        )
+        span = Span(self.boundary, at, utt.speech_start if utt else None, at)
         self.boundary = at
         return span
 
@@ -221,8 +210,7 @@ class Endpointer:
                 and cfg.silence_frames > PAUSE_FRAMES
             ):
                 utt.paused = True
-                window = (utt.speech_start, utt.speech_end + SPEECH_PAD)
-                events.append(Paused(window, utt.after_cut))
+                events.append(Paused((utt.speech_start, utt.speech_end + SPEECH_PAD)))
         if not utt.confirmed and utt.speech_frames >= MIN_SPEECH_FRAMES:
             utt.confirmed = True
             events.append(Started(utt.first_speech))
@@ -231,14 +219,7 @@ class Endpointer:
             if utt.confirmed:
                 end = frame_end
                 decode_end = min(end, utt.speech_end + SPEECH_PAD)
-                span = Span(
-                    self.boundary,
-                    end,
-                    utt.speech_start,
-                    decode_end,
-                    cfg.speech_final,
-                    utt.after_cut,
-                )
+                span = Span(self.boundary, end, utt.speech_start, decode_end, cfg.speech_final)
                 self.boundary = end
                 events.append(Closed(span))
             return
@@ -257,12 +238,11 @@ class Endpointer:
         # The latest of equally quiet frames: pieces as long as the limit allows.
         quietest = lo + len(stretch) - 1 - int(np.argmin(stretch[::-1]))
         cut = utt.speech_start + quietest * FRAME + FRAME // 2
-        span = Span(self.boundary, cut, utt.speech_start, cut + CUT_CONTEXT, False, utt.after_cut)
+        span = Span(self.boundary, cut, utt.speech_start, cut + CUT_CONTEXT, False)
         self.boundary = cut
         dropped = (cut - utt.speech_start) // FRAME
         utt.probs = utt.probs[dropped:]
         utt.speech_start = utt.speech_start + dropped * FRAME
         utt.first_speech = max(utt.first_speech, utt.speech_start)
         utt.paused = False
-        utt.after_cut = True
         return span
