@@ -224,7 +224,7 @@ def main() -> int:
         alive = server.process.poll() is None
     finally:
         server.stop()
-    print(f"\nlost in total: {lost}; server alive at the end: {alive}")
+    print(f"\nlost in total: {lost}; server alive at the end: {alive}; log: {server.log}")
     return 0 if lost == 0 and alive else 1
 
 
