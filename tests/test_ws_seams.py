@@ -494,3 +494,105 @@ def test_channel_forgets_audio_over_long_silence():
 
     held, out = asyncio.run(go())
     assert held <= 32 * SR and out == []
+
+
+class GatedFinals(ScriptedDecoder):
+    """Finals wait for the gate; interims answer at once and are recorded."""
+
+    def __init__(self, timeline: Timeline) -> None:
+        super().__init__(timeline)
+        self.gate = asyncio.Event()
+        self.interims: list[float] = []  # where each interim window ended (stream seconds)
+
+    async def final(self, audio: np.ndarray, config: StreamConfig) -> list[StreamWord]:
+        await self.gate.wait()
+        return self._words(audio)
+
+    async def interim(self, audio: np.ndarray, config: StreamConfig) -> list[StreamWord]:
+        self.interims.append((float(audio[-1]) + 1) / SR)
+        return self._words(audio)
+
+
+def test_no_interim_runs_beside_the_channels_own_final():
+    """On two cores an interim decoded beside a final takes half the final's threads, so the
+    next utterance's interims wait until the final is out (then they resume)."""
+    said = [(f"a{i}", 0.5 + 0.4 * i, 0.85 + 0.4 * i) for i in range(3)]
+    said += [(f"b{i}", 2.2 + 0.4 * i, 2.55 + 0.4 * i) for i in range(12)]
+    timeline = Timeline(tuple(said), 8.0)
+
+    async def go() -> tuple[list[float], list[float]]:
+        decoder = GatedFinals(timeline)
+        channel = Channel(
+            0,
+            stream_config(interim_results=True, max_utterance_s=20.0),
+            decoder,
+            lambda _: None,
+            lambda _: 0.0,
+            vad=TimelineVad(timeline),
+        )
+        audio = timeline.audio()
+        for at in range(0, int(5.0 * SR), 1600):  # the first final is held back meanwhile
+            channel.feed(audio[at : at + 1600])
+            await asyncio.sleep(0.002)
+        held = list(decoder.interims)
+        decoder.gate.set()
+        for at in range(int(5.0 * SR), len(audio), 1600):
+            channel.feed(audio[at : at + 1600])
+            await asyncio.sleep(0.002)
+        await asyncio.wait_for(channel.flush(from_finalize=False), 5)
+        await channel.close()
+        return held, decoder.interims
+
+    held, everything = asyncio.run(go())
+    first_endpoint = said[2][2] + 0.3
+    assert held and all(end <= first_endpoint for end in held), held  # none past the endpoint
+    assert any(end > 5.0 for end in everything)  # they resume once the final is out
+
+
+def test_backlog_counts_the_speech_a_pending_final_must_decode_not_the_silence_before_it():
+    timeline = Timeline((("late", 18.0, 18.5), ("words", 18.6, 19.1)), 21.0)
+
+    async def go() -> float:
+        decoder = GatedFinals(timeline)
+        channel = Channel(
+            0, stream_config(), decoder, lambda _: None, lambda _: 0.0, vad=TimelineVad(timeline)
+        )
+        channel.feed(timeline.audio())  # the endpoint is in, its final is still decoding
+        backlog = channel.backlog_s
+        decoder.gate.set()
+        await asyncio.wait_for(channel.flush(from_finalize=False), 5)
+        await channel.close()
+        return backlog
+
+    assert 2.0 < asyncio.run(go()) < 3.5  # from the speech (~17.7 s with pre-roll) to 21 s
+
+
+def test_a_failing_channel_tells_its_session_instead_of_going_quiet():
+    """A bug in the driver must end the stream with an error, never leave it waiting forever
+    for finals that will not come."""
+    timeline = Timeline((("hello", 0.5, 0.9), ("there", 1.0, 1.4)), 3.0)
+    failures: list[BaseException] = []
+
+    def emit(event) -> None:
+        if isinstance(event, StreamResult):
+            raise RuntimeError("broken emit")
+
+    async def go() -> None:
+        channel = Channel(
+            0,
+            stream_config(),
+            ScriptedDecoder(timeline),
+            emit,
+            lambda _: 0.0,
+            vad=TimelineVad(timeline),
+            on_failure=failures.append,
+        )
+        channel.feed(timeline.audio())
+        for _ in range(200):
+            if failures:
+                break
+            await asyncio.sleep(0.01)
+        await channel.close()
+
+    asyncio.run(go())
+    assert len(failures) == 1 and str(failures[0]) == "broken emit"

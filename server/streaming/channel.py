@@ -92,6 +92,7 @@ class Channel:
         on_progress: Callable[[], None] = lambda: None,
         vad: Callable[[np.ndarray], np.ndarray] | None = None,
         speakers: StreamSpeakers | None = None,
+        on_failure: Callable[[BaseException], None] = lambda _: None,
     ) -> None:
         self.index = index
         self.config = config
@@ -99,6 +100,7 @@ class Channel:
         self._emit = emit
         self._wall_at = wall_at  # wall time at which the audio up to a sample had arrived
         self._on_progress = on_progress
+        self._on_failure = on_failure
         self._vad = vad or StreamingVad().feed  # samples -> one speech probability per frame
         self._speakers = speakers
         self._decoded_at: dict[asyncio.Task, float] = {}  # diarize=true: when decodes finished
@@ -112,6 +114,7 @@ class Channel:
         self._interim_rest_until = 0.0
         self._wake = asyncio.Event()
         self._loop_task = asyncio.create_task(self._run())
+        self._loop_task.add_done_callback(self._loop_ended)
 
     def configure(self, config: StreamConfig) -> None:
         """Later decodes and cuts use `config` (decodes already started keep theirs)."""
@@ -205,10 +208,13 @@ class Channel:
 
     @property
     def backlog_s(self) -> float:
-        """Audio received that pending finals have yet to cover, in seconds."""
+        """Audio received that pending finals have yet to decode, in seconds (the silence
+        before a pending final's speech is no work, so it never holds the socket up)."""
         if not self._finals:
             return 0.0
-        return (self.received - self._finals[0].span.start) / SAMPLE_RATE
+        span = self._finals[0].span
+        begin = span.end if span.speech_start is None else span.speech_start
+        return max(0.0, (self.received - begin) / SAMPLE_RATE)
 
     def _check_utterance_end(self) -> None:
         if self.config.utterance_end_ms is None:
@@ -221,6 +227,17 @@ class Channel:
             self._emit(event)
 
     # --- the loop ----------------------------------------------------------------------------
+    def _loop_ended(self, task: asyncio.Task) -> None:
+        """The loop only ends by cancellation: anything else is a bug, and a channel whose loop
+        is gone never sends another final, so the session must hear of it (and end the stream
+        with an error) rather than wait for finals that will never come."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        assert error is not None
+        log.error("stream channel failed", exc_info=error, extra={"channel": self.index})
+        self._on_failure(error)
+
     async def _run(self) -> None:
         while True:
             for job in itertools.islice(self._finals, FINALS_IN_FLIGHT):
@@ -295,9 +312,18 @@ class Channel:
         start = self._endpointer.open_start
         if start is None or not self.config.interim_results or self._endpointer.quiet:
             return False
+        if self._final_decoding:
+            return False
         newest = self.received - max(self._interim_from, start)
         step = self.config.interim_step_s * SAMPLE_RATE
         return newest >= step and time.monotonic() >= self._interim_rest_until
+
+    @property
+    def _final_decoding(self) -> bool:
+        """Whether one of this channel's finals (or its speculation) is being decoded."""
+        if self._speculation is not None and not self._speculation[1].done():
+            return True
+        return any(j.task is not None and not j.task.done() for j in self._finals)
 
     async def _run_interim(self) -> None:
         try:

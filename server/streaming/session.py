@@ -57,6 +57,7 @@ NET_0001 = (
 # payload "cannot be decoded as audio" (not audio, or a codec it does not support).
 DATA_0000 = "DATA-0000: the payload cannot be decoded as audio"
 UNFINISHED = "the stream closed before all of its audio could be transcribed"
+FAILED = "the stream failed inside the server (its log says why)"
 CONTEXT_WORDS = 16  # final words kept per channel for redaction across results
 CLOSE_NORMAL = 1000
 CLOSE_DATA = 1008
@@ -158,6 +159,7 @@ class Session:
         self._finished = asyncio.Event()
         self._progress = asyncio.Event()  # a channel sent a final: the backlog shrank
         self._error: AudioError | None = None
+        self._failure: BaseException | None = None  # a channel failed: no more finals come
         # Each channel's last final words: the context text shaping needs for a number cut
         # across results (redaction).
         self._said: dict[int, deque[StreamWord]] = {}
@@ -210,6 +212,7 @@ class Session:
                     self._emit,
                     self._wall_at,
                     self._progress.set,
+                    on_failure=self._on_channel_failure,
                     speakers=(
                         StreamSpeakers(self.engine, self.spec.speakers, index)
                         if self.spec.speakers is not None
@@ -246,6 +249,10 @@ class Session:
         )
         if said is not None and event.is_final:
             said.extend(event.words)
+
+    def _on_channel_failure(self, error: BaseException) -> None:
+        self._failure = error
+        self._stop.set()
 
     def _on_audio_error(self, error: AudioError) -> None:
         self._error = error
@@ -384,13 +391,21 @@ class Session:
 
     async def _end(self, code: int, reason: str, *, metadata: bool) -> None:
         """Flush finals, then (optionally) Metadata, then the close frame."""
-        if self._error is None:
+        if self._error is None and self._failure is None:
             await self.decoder.finish()
         if self._error is not None:
             code, reason = CLOSE_DATA, f"{DATA_0000}: {self._error}"
             metadata = False
             self.outbox.put(live.error(str(self._error), variant="DATA-0000"))
-        pending = [channel.flush(from_finalize=False) for channel in self.channels]
+        if self._failure is not None:
+            # A channel can send no more finals: say so at once instead of waiting for them.
+            code, reason, metadata = CLOSE_UNFINISHED, FAILED, False
+            self.outbox.put(
+                live.error(f"{FAILED}: {type(self._failure).__name__}", variant="INTERNAL")
+            )
+            pending = []
+        else:
+            pending = [channel.flush(from_finalize=False) for channel in self.channels]
         if pending and not await self._settle(pending):
             # Never lose audio silently: say that (and how much) was left untranscribed.
             left = self.backlog_s
