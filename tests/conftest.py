@@ -71,9 +71,14 @@ def free_port() -> int:
 
 
 def start_server(
-    tmp: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 180
+    tmp: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 180,
+    cpus: set[int] | None = None,
 ) -> Server:
-    """Start `openlisten serve` as a real process and wait for /readyz.
+    """Start `openlisten serve` as a real process and wait for /readyz (on `cpus` only, if
+    given, as `taskset` would).
 
     Each server gets its own state directory (callback jobs), and may fetch from and call back
     to loopback, where the tests' file hosts and callback receivers listen; tests of the SSRF
@@ -104,6 +109,7 @@ def start_server(
         env=full_env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     )
     server = Server(f"http://127.0.0.1:{port}", port, process, log)
     deadline = time.monotonic() + ready_timeout

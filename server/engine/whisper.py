@@ -10,6 +10,9 @@ speed, not text. Nothing here mutates the shared model, so workers may call it c
 
 from __future__ import annotations
 
+import copy
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import ctranslate2
@@ -97,9 +100,32 @@ class _Decoded:
     compression_ratio: float
 
 
+# Each model's feature extractor with its mel filters in float64 (see `features_for`).
+_EXTRACTORS: weakref.WeakKeyDictionary[object, Callable[[np.ndarray], np.ndarray]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _extractor(model: WhisperModel) -> Callable[[np.ndarray], np.ndarray]:
+    extractor = _EXTRACTORS.get(model.feature_extractor)
+    if extractor is None:
+        extractor = copy.copy(model.feature_extractor)
+        extractor.mel_filters = extractor.mel_filters.astype(np.float64)
+        _EXTRACTORS[model.feature_extractor] = extractor
+    return extractor
+
+
 def features_for(model: WhisperModel, window: np.ndarray) -> np.ndarray:
-    """Log-mel features padded to the full 30 s frame, as the encoder expects."""
-    return pad_or_trim(model.feature_extractor(window)[..., :-1])
+    """Log-mel features padded to the full 30 s frame, as the encoder expects.
+
+    The mel filter product is the one step done by BLAS, and a float32 BLAS product rounds
+    differently with the number of threads it splits over (which follows the cores a process
+    may use): the last bits of the features, and then now and then a word, changed with the
+    machine (tests/test_determinism.py). Done in float64 and rounded to float32 afterwards,
+    the features are the same on any number of cores.
+    """
+    features = _extractor(model)(window)[..., :-1].astype(np.float32)
+    return pad_or_trim(features)
 
 
 def make_tokenizer(model: WhisperModel, options: DecodeOptions) -> Tokenizer:
