@@ -231,10 +231,8 @@ class Channel:
         """The loop only ends by cancellation: anything else is a bug, and a channel whose loop
         is gone never sends another final, so the session must hear of it (and end the stream
         with an error) rather than wait for finals that will never come."""
-        if task.cancelled() or task.exception() is None:
+        if task.cancelled() or (error := task.exception()) is None:
             return
-        error = task.exception()
-        assert error is not None
         log.error("stream channel failed", exc_info=error, extra={"channel": self.index})
         self._on_failure(error)
 
