@@ -310,7 +310,7 @@ class Channel:
         start = self._endpointer.open_start
         if start is None or not self.config.interim_results or self._endpointer.quiet:
             return False
-        if self._final_decoding:
+        if self._final_decoding:  # its own final first: an interim beside it halves its cores
             return False
         newest = self.received - max(self._interim_from, start)
         step = self.config.interim_step_s * SAMPLE_RATE
