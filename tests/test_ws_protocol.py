@@ -136,6 +136,52 @@ def test_finalize_over_silence_answers_empty(server):
     assert result.messages[-1]["type"] == "Metadata"
 
 
+def _stereo(left: str, right: str) -> bytes:
+    """Two corpus clips as one interleaved 16 kHz linear16 stream, channel 0 and channel 1."""
+    clips = []
+    for name in (left, right):
+        path = corpus.CORPUS / name
+        if not path.is_file():
+            pytest.skip(corpus.MISSING)
+        clips.append(samples16k(path))
+    pair = np.zeros((max(map(len, clips)) + 8000, 2), np.float32)
+    for index, clip in enumerate(clips):
+        pair[: len(clip), index] = clip
+    return pcm16(pair.reshape(-1))
+
+
+def test_finalize_with_a_channel_flushes_that_channel_only(server):
+    """Deepgram's `{"type": "Finalize", "channel": N}` finalises channel N alone: the other
+    channel's utterance is not cut, and exactly one from_finalize final answers. A channel
+    the stream lacks gets an Error and the stream goes on."""
+    data = _stereo("en_harvard_speechbrain_spk1_snt1.wav", "en_harvard_speechbrain_spk2_snt2.wav")
+    frames = chunks(data, 6400)  # 100 ms of two channels
+    mid = 12  # 1.2 s in: both speakers are mid-sentence
+    query = f"{RAW16}&channels=2&multichannel=true&endpointing=300"
+    result = stream(
+        f"{server.ws_url}/v1/listen?{query}",
+        [
+            *frames[:mid],
+            json.dumps({"type": "Finalize", "channel": 1}),
+            json.dumps({"type": "Finalize", "channel": 2}),
+            *frames[mid:],
+            CLOSE,
+        ],
+        pace_s=0.1,
+    )
+    flushed = [m for m in result.finals if m["from_finalize"]]
+    assert [m["channel_index"] for m in flushed] == [[1, 2]], result.finals
+    assert 0.0 < flushed[0]["start"] + flushed[0]["duration"] <= 1.3
+    # Channel 0 was never finalised: its sentence is one final, ended by its own endpoint.
+    left = [m for m in result.finals if m["channel_index"] == [0, 2]]
+    assert len(left) == 1 and left[0]["speech_final"], left
+    assert corpus.wer(["The child almost hurt the small dog."], [result.final_text(0)]) <= 15
+    assert "joy" in result.final_text(1) and "living" in result.final_text(1)
+    (error,) = result.of("Error")
+    assert "out of range" in error["description"] and '"channel": 2' in error["message"]
+    assert result.messages[-1]["type"] == "Metadata" and result.close_code == 1000
+
+
 def test_keepalive_gets_no_reply(server, jfk):
     frames = [
         json.dumps({"type": "KeepAlive"}),

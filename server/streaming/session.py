@@ -276,7 +276,12 @@ class Session:
             return True
         if kind == "Finalize":
             await self.decoder.settle()
-            for channel in self.channels:
+            try:
+                targets = self._finalize_targets(message.get("channel"))
+            except ValueError as exc:
+                self.outbox.put(live.error(str(exc), text[:2048]))
+                return False
+            for channel in targets:
                 channel.flush(from_finalize=True)
             return False
         if kind == "Configure":
@@ -290,6 +295,22 @@ class Session:
             )
         )
         return False
+
+    def _finalize_targets(self, index: object) -> list[Channel]:
+        """The channels a Finalize flushes. Deepgram's `{"type": "Finalize", "channel": N}`
+        flushes channel N alone (a multichannel client finalising one speaker must not cut
+        the others' utterances); without `channel`, every channel. A channel the stream does
+        not have is refused (ValueError), not silently widened to all of them."""
+        if index is None:
+            return list(self.channels)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ValueError(f"Finalize 'channel' must be a channel index, got {index!r}"[:300])
+        if self.channels and not 0 <= index < len(self.channels):
+            raise ValueError(
+                f"Finalize 'channel' {index} is out of range: the stream has "
+                f"{len(self.channels)} channel(s), indexed from 0"
+            )
+        return [c for c in self.channels if c.index == index]
 
     def _configure(self, message: dict[str, Any]) -> None:
         """`keyterms` replace the hotwords, `features` the text shaping of later results; all
