@@ -81,6 +81,11 @@ def test_mulaw_8k_telephone_stream(server):
         [*chunks(payload, 160), CLOSE],  # 20 ms telephony packets
     )
     assert corpus.wer([clip.reference], [result.final_text()]) <= 20, result.final_text()
+    # The clip ends in 0.65 s of silence after its endpoint: the last final still reaches the
+    # end of the audio, as Deepgram's does, so the finals tile all of what the client sent.
+    last, meta = result.finals[-1], result.messages[-1]
+    assert last["start"] + last["duration"] == pytest.approx(len(payload) / 8000, abs=0.002)
+    assert meta["type"] == "Metadata" and meta["duration"] == pytest.approx(len(payload) / 8000)
     # The same file with its WAV header and no parameters is sniffed.
     sniffed = stream(f"{server.ws_url}/v1/listen", [*chunks(clip.path.read_bytes(), 4096), CLOSE])
     assert corpus.wer([clip.reference], [sniffed.final_text()]) <= 20

@@ -390,11 +390,12 @@ def test_monologue_cut_inside_words_every_word_in_exactly_one_final():
     timeline = monologue(40.0)
     decoder = ScriptedDecoder(timeline)
     finals = assert_every_word_once(timeline, asyncio.run(drive(timeline, decoder)))
-    cut = [f for f in finals if not f.speech_final]
+    cut = [f for f in finals if not f.speech_final and f.words]
     assert len(cut) >= 6 and max(f.end - f.start for f in finals) <= 6.0
     # A cut final's decode reads past its end, so the word across the cut is heard whole.
     windows = decoder.finals  # no pause in a monologue: no early decodes, one per final
-    assert len(windows) == len(finals)
+    spoken = [f for f in finals if f.words]  # the silent tail's empty final decodes nothing
+    assert len(windows) == len(spoken) and not finals[-1].words
     assert all(end >= f.end + 0.99 for (_, end), f in zip(windows, cut, strict=False))
 
 
@@ -469,6 +470,38 @@ def test_finalize_just_after_an_endpoint_marks_that_final_not_an_empty_one():
     ]
     assert finals[0].speech_final and finals[0].end == 2.2  # took the flush over, to its end
     assert [f.start for f in finals[1:]] == [finals[0].end, finals[1].end]
+
+
+def test_the_end_of_a_stream_over_silence_is_answered_by_an_empty_final():
+    """Deepgram's last Results after CloseStream reaches the end of the audio, so a client's
+    transcript cursor (`start + duration`) ends where the Metadata's `duration` does: the
+    silence after the last endpoint gets an empty final. A stream whose finals already end
+    where its audio does gets nothing more."""
+    timeline = Timeline((("hello", 0.5, 0.9), ("there", 1.0, 1.4)), 3.5)
+    finals = finals_of(asyncio.run(drive(timeline, ScriptedDecoder(timeline))))
+    assert [(keys(f.words), f.speech_final, f.from_finalize) for f in finals] == [
+        (["hello", "there"], True, False),
+        ([], False, False),
+    ]
+    assert finals[1].start == finals[0].end and finals[1].end == 3.5
+
+    async def closed_twice() -> list:
+        out: list = []
+        channel = Channel(
+            0,
+            stream_config(),
+            ScriptedDecoder(timeline),
+            out.append,
+            lambda _: 0.0,
+            vad=TimelineVad(timeline),
+        )
+        channel.feed(timeline.audio())
+        await asyncio.wait_for(channel.flush(from_finalize=False), 5)
+        await asyncio.wait_for(channel.flush(from_finalize=False), 5)  # nothing new since
+        await channel.close()
+        return out
+
+    assert [f.end for f in finals_of(asyncio.run(closed_twice()))] == [finals[0].end, 3.5]
 
 
 def test_channel_forgets_audio_over_long_silence():

@@ -69,7 +69,7 @@ class _Final:
 
     span: Span
     from_finalize: bool = False
-    silent: bool = False  # send nothing (the end of a stream over silence): just complete
+    silent: bool = False  # send nothing (a stream ending where its finals end): just complete
     done: list[asyncio.Future] = field(default_factory=list)
     task: asyncio.Task | None = None  # its decode (None: not started, or nothing to decode)
     speakers: asyncio.Task | None = None  # its speaker labelling (diarize=true)
@@ -155,7 +155,10 @@ class Channel:
         pending (queued or decoding) takes a Finalize over, so a Finalize that arrives just
         after an endpoint marks that final `from_finalize` instead of adding an empty one;
         only when nothing at all is pending does Finalize get an empty final. The end of a
-        stream over silence sends nothing more.
+        stream over silence gets an empty final for that silence, as Deepgram sends one, so
+        the finals reach the end of the audio (the Metadata's `duration`): a client that
+        tracks `start + duration` as its transcript cursor sees the whole stream answered.
+        Only when the finals already reach the end is nothing more sent.
         """
         done: asyncio.Future = asyncio.get_running_loop().create_future()
         span = self._endpointer.flush(self.received)
@@ -167,7 +170,8 @@ class Channel:
             last.from_finalize = True
             last.done.append(done)
         else:
-            self._queue(_Final(span, from_finalize, silent=not from_finalize, done=[done]))
+            silent = not from_finalize and span.end <= span.start
+            self._queue(_Final(span, from_finalize, silent=silent, done=[done]))
         return done
 
     def _queue(self, job: _Final) -> None:
