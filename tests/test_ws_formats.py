@@ -144,7 +144,10 @@ def test_long_monologue_commits_piecewise(server_factory):
     assert corpus.wer([reference], [result.final_text()]) <= 20, result.final_text()
 
 
-@pytest.mark.parametrize("query", ["model=base&language=fr", "model=base&detect_language=true"])
+@pytest.mark.parametrize(
+    "query",
+    ["model=base&language=fr", "model=base&detect_language=true", "model=base&language=multi"],
+)
 def test_language_and_model_as_in_rest(server, query):
     """A multilingual model, a chosen or detected language: the stream reads like REST."""
     import httpx
@@ -158,3 +161,13 @@ def test_language_and_model_as_in_rest(server, query):
     assert result.finals[0]["metadata"]["model_info"]["name"] == "base"
     text = result.final_text()
     assert rest_text and jiwer.wer(rest_text.lower(), text.lower()) <= 0.3, (rest_text, text)
+    # A detected language is said as Deepgram's multilingual Results say it: the alternative's
+    # `languages` and each word's `language`; a language the client chose is not repeated.
+    alternatives = [m["channel"]["alternatives"][0] for m in result.finals]
+    spoken = [a for a in alternatives if a["words"]]
+    assert spoken
+    if "language=fr" in query:
+        assert not any("languages" in a for a in alternatives)
+    else:
+        assert all(a["languages"] == ["fr"] for a in spoken)
+        assert {w["language"] for a in spoken for w in a["words"]} == {"fr"}

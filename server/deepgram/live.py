@@ -48,11 +48,16 @@ def results(
     search: Sequence[str] = (),
     context: Sequence[StreamWord] = (),
     extra: dict[str, str] | None = None,
+    detected: str | None = None,
 ) -> dict[str, Any]:
     """One Results message; the result's words are already on the stream clock. They are shaped
     by the functions that shape a REST body, so a value reads the same either way; `context` is
     the channel's last final words, so a card number cut across results is still recognised
-    (and any result may be continued by the next)."""
+    (and any result may be continued by the next).
+
+    `detected` is the language a stream chose by detection (`language=multi`,
+    `detect_language=true`): Deepgram's multilingual Results say it in the alternative's
+    `languages` and each word's `language`, the only place a live client can read it."""
     alternative, tokens = response.alternative(
         [_word(w) for w in result.words],
         result.confidence,
@@ -61,6 +66,11 @@ def results(
         context=[_word(w) for w in context],
         open_end=True,
     )
+    if detected:
+        words = alternative["words"]
+        for word in words:
+            word["language"] = detected
+        alternative["languages"] = [detected] if words else []
     channel: dict[str, Any] = {"alternatives": [alternative]}
     if search:
         channel = {"search": textfmt.search(tokens, search), **channel}
@@ -103,6 +113,7 @@ def message(
     search: Sequence[str] = (),
     context: Sequence[StreamWord] = (),
     extra: dict[str, str] | None = None,
+    detected: str | None = None,
 ) -> dict[str, Any]:
     """The Deepgram message for anything a stream produces."""
     match event:
@@ -116,6 +127,7 @@ def message(
                 search=search,
                 context=context,
                 extra=extra,
+                detected=detected,
             )
         case SpeechStarted(channel, timestamp):
             return speech_started(channel, channels, timestamp)

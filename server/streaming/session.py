@@ -229,10 +229,12 @@ class Session:
     def _emit(self, event: StreamEvent) -> None:
         said = None
         text = self.config.text
+        detected = None
         if isinstance(event, StreamResult):
             said = self._said.setdefault(event.channel, deque(maxlen=CONTEXT_WORDS))
             # With language detection, numbers are spoken in the language that was detected.
-            detected = self._decoders[event.channel].language
+            if self.config.final_options.language == "":  # "": the stream detects
+                detected = self._decoders[event.channel].language
             if detected and detected != text.language:
                 text = replace(text, language=detected)
         self.outbox.put(
@@ -245,6 +247,7 @@ class Session:
                 search=self.config.search,
                 context=tuple(said or ()),
                 extra=self.spec.extra,
+                detected=detected,
             )
         )
         if said is not None and event.is_final:
