@@ -218,6 +218,7 @@ class Settings(BaseSettings):
     )
     ws_interim_step_s: float = Field(default=0.5, gt=0)
     ws_max_utterance_s: float = Field(default=12.0, gt=1)
+    ws_silence_final_s: float = Field(default=3.0, ge=0)
     ws_max_backlog_s: float = Field(
         default=20.0,
         gt=0,

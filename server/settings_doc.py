@@ -48,6 +48,7 @@ NOTES = {
     "ws_idle_timeout_s": "close a stream that sends nothing for this long",
     "ws_interim_step_s": "audio between interim results",
     "ws_max_utterance_s": "cut speech with no endpoint into finals at most this long (3-27 s)",
+    "ws_silence_final_s": "silence this long gets an empty final, as Deepgram's do (0: never)",
     "ws_max_streams": "most concurrent streams; more are refused",
     "shutdown_deadline_s": "after SIGTERM, exit within this long (drain streams and requests)",
 }

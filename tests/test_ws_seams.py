@@ -128,6 +128,26 @@ def test_long_speech_is_cut_at_its_quietest_moment_the_same_however_it_arrives()
         assert not span.speech_final
 
 
+def test_long_silence_is_closed_into_empty_spans_that_keep_the_next_pre_roll():
+    """Deepgram answers silence with empty finals: silence_final_s of it since the last span
+    closes into a span with nothing to decode, ending a pre-roll short of the frame that
+    closed it, so speech right after still opens with its full pre-roll."""
+    config = replace(CONFIG, silence_final_s=3.0)
+    ep = Endpointer(config)
+    events = ep.push(frames((7.0, 0.05), (1.0, 0.9), (0.5, 0.05)))
+    closed = [e.span for e in events if isinstance(e, Closed)]
+    silent = [s for s in closed if s.window is None]
+    assert len(silent) == 2 and closed[-1].window is not None  # 0-3 s, 3-6 s, then the speech
+    for before, after in itertools.pairwise(closed):
+        assert after.start == before.end
+    assert silent[0].start == 0 and 3 * SR <= silent[0].end < 3 * SR + FRAME
+    assert not silent[0].speech_final
+    first_speech = round(7.0 * SR / FRAME) * FRAME
+    assert closed[-1].window[0] == first_speech - PRE_ROLL  # the pre-roll is whole
+    # Silence as long but with speech in it never closes empty; 0 turns the feature off.
+    assert not [e for e in Endpointer(CONFIG).push(frames((20.0, 0.05))) if isinstance(e, Closed)]
+
+
 def test_flush_finalises_whatever_is_open():
     ep = Endpointer(CONFIG)
     ep.push(frames((1.0, 0.05), (1.0, 0.9)))
@@ -502,6 +522,22 @@ def test_the_end_of_a_stream_over_silence_is_answered_by_an_empty_final():
         return out
 
     assert [f.end for f in finals_of(asyncio.run(closed_twice()))] == [finals[0].end, 3.5]
+
+
+def test_silence_is_answered_by_empty_finals_and_speech_after_it_loses_nothing():
+    """With `silence_final_s`, 7 s of silence before speech gets two empty finals (never a
+    speech_final), the finals still tile the stream, and the words after keep every word."""
+    timeline = Timeline((("hello", 7.2, 7.6), ("there", 7.7, 8.2), ("again", 15.0, 15.5)), 16.0)
+    events = asyncio.run(
+        drive(timeline, ScriptedDecoder(timeline), config=stream_config(silence_final_s=3.0))
+    )
+    finals = assert_every_word_once(timeline, events)
+    shape = [(bool(f.words), f.speech_final) for f in finals]
+    # 0-3 and 3-6 s empty; the greeting; the 6.5 s after its endpoint in empty finals;
+    # "again"; and the stream's end (the endpoint's silence to 16 s) in an empty final.
+    empty, spoken = (False, False), (True, True)
+    assert shape == [empty, empty, spoken, empty, empty, spoken, empty], shape
+    assert all(f.end - f.start <= 3.1 for f in finals if not f.words)
 
 
 def test_channel_forgets_audio_over_long_silence():

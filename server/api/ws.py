@@ -95,6 +95,7 @@ async def _spec(
         vad_threshold=settings.vad_threshold,
         interim_step_s=settings.ws_interim_step_s,
         max_utterance_s=settings.ws_max_utterance_s,
+        silence_final_s=settings.ws_silence_final_s,
         final_options=final,
         interim_options=interim,
     )

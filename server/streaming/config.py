@@ -25,6 +25,7 @@ class StreamConfig:
     max_utterance_s: float  # speech without a pause this long is cut into finals
     final_options: DecodeOptions
     interim_options: DecodeOptions
+    silence_final_s: float = 0.0  # silence this long gets an empty final (0: never)
 
     @property
     def endpointer(self) -> EndpointerConfig:
@@ -33,4 +34,5 @@ class StreamConfig:
             endpoint_ms=self.endpoint_ms,
             speech_final=self.speech_final,
             max_utterance_s=self.max_utterance_s,
+            silence_final_s=self.silence_final_s,
         )

@@ -12,6 +12,9 @@ the quietest moment of a stretch fixed by audio position, and the utterance goes
 Each close or cut yields a `Span`: the stretch of stream clock one final covers (spans tile the
 stream), plus the audio its decode reads, which runs past a cut so that a word straddling it
 is decoded whole on both sides (which final gets the word is `policy.owned`'s business).
+Long silence is closed too, into spans with nothing to decode (`silence_final_s`): Deepgram
+answers silence with empty finals, and a client that watches `start + duration` advance, or
+takes a quiet socket for a dead one, must see the stream move while nobody speaks.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class EndpointerConfig:
     endpoint_ms: int  # silence that closes an utterance
     speech_final: bool  # whether an endpoint close claims `speech_final`
     max_utterance_s: float  # speech longer than this without an endpoint is cut
+    silence_final_s: float = 0.0  # silence this long becomes an empty final (0: never)
 
     @property
     def silence_frames(self) -> int:
@@ -190,6 +194,7 @@ class Endpointer:
         utt = self._utt
         if utt is None:
             if p < cfg.threshold:
+                self._close_silence(frame_end, events)
                 return
             start = max(index * FRAME - PRE_ROLL, self.boundary)
             utt = self._utt = _Utterance(start, index * FRAME)
@@ -228,6 +233,15 @@ class Endpointer:
                 events.append(Cut(self._cut(utt)))
             else:  # a long murmur that never became speech: noise, forget it
                 self._utt = None
+
+    def _close_silence(self, frame_end: int, events: list[Event]) -> None:
+        """With no utterance open, close the silence since the last span once it is long
+        enough, ending a pre-roll short of now so speech that starts next keeps its pre-roll."""
+        seconds = self.config.silence_final_s
+        end = frame_end - PRE_ROLL
+        if seconds > 0 and end - self.boundary >= seconds * SAMPLE_RATE:
+            events.append(Closed(Span(self.boundary, end, None, end)))
+            self.boundary = end
 
     def _cut(self, utt: _Utterance) -> Span:
         """Cut at the quietest stretch between half the limit and the limit less the right
