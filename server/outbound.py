@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -43,6 +43,25 @@ METADATA = tuple(
 
 class Refused(Exception):
     """An outbound request that was not made or did not succeed; the reason is for logs only."""
+
+
+def http_url(url: str) -> SplitResult:
+    """The parts of an absolute http(s) URL that can be requested as written, else Refused.
+
+    A client writes these URLs: `urlsplit` raises ValueError on `http://[::1` and on a bad
+    port, and httpx refuses a NUL in the path only once the request is built, deep inside a
+    fetch or a callback delivery. Checked here, up front, both are the client's error, never
+    a 500 or a callback job that fails the same way forever.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise Refused(f"malformed URL ({exc})") from exc
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise Refused("not an http(s) URL")
+    return parts
 
 
 @dataclass(frozen=True)
@@ -101,14 +120,10 @@ class Outbound:
 
     async def check(self, url: str) -> tuple[str, IPAddress]:
         """Validate a URL and resolve its host to one allowed address; raises Refused."""
-        parts = urlsplit(url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise Refused("not an http(s) URL")
-        try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError as exc:
-            raise Refused("bad port") from exc
+        parts = http_url(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
         host = parts.hostname
+        assert host is not None  # http_url refuses a URL without one
         try:
             literal: IPAddress | None = ipaddress.ip_address(host)
         except ValueError:
@@ -158,7 +173,10 @@ class Outbound:
                 raise Refused(f"{type(exc).__name__} talking to {urlsplit(url).hostname}") from exc
             if response.status_code in REDIRECTS and "location" in response.headers:
                 await response.aclose()
-                url = urljoin(url, response.headers["location"])
+                try:
+                    url = urljoin(url, response.headers["location"])
+                except ValueError as exc:  # the next hop's check refuses the rest
+                    raise Refused("malformed redirect") from exc
                 if response.status_code == 303:
                     method, kwargs = "GET", {}
                 continue
@@ -171,6 +189,10 @@ class Outbound:
 
 
 def describe(url: str) -> str:
-    """A URL for logs: scheme and host only (a path or query may carry a token)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}"
+    """A URL for logs: scheme and host only (a path or query may carry a token); a malformed
+    one is described too, since it is logged from the handler that refuses it."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.hostname or '?'}"
+    except ValueError:
+        return "(malformed URL)"

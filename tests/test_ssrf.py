@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 
 import httpx
 import pytest
+import websockets
 
 from server.audio.fetch import fetch_url
-from server.errors import RemoteContentError
+from server.errors import InvalidRequest, RemoteContentError
 from server.outbound import AddressPolicy, Outbound, Refused
 from tests import corpus
 from tests.conftest import free_port
@@ -174,3 +176,54 @@ def test_callback_to_a_private_address_is_refused_before_the_job(guarded, callba
     body = assert_deepgram_error(reply, 400)
     assert body["err_code"] == "INVALID_QUERY_PARAMETER"
     assert "callback" in body["err_msg"]
+
+
+MALFORMED = [
+    "http://[::1",  # urlsplit: Invalid IPv6 URL
+    "http://[zz]/a.wav",  # urlsplit: not an address in brackets
+    "http://host:port/a.wav",  # not a number
+    "http://127.0.0.2:99999/a.wav",  # out of range
+    "http://127.0.0.2/a\x00b.wav",  # httpx refuses it only once the request is built
+    "http://127.0.0.2/a\nb.wav",
+]
+
+
+@pytest.mark.parametrize("url", MALFORMED)
+def test_malformed_urls_are_refused_before_any_request(url):
+    """Each raised ValueError or httpx.InvalidURL from deep inside a fetch once (a 500, and a
+    callback job that failed the same way every 5 s, forever)."""
+    with pytest.raises(Refused, match="malformed"):
+        asyncio.run(Outbound(AddressPolicy.of(False, [f"{PUBLIC}/32"])).check(url))
+    with pytest.raises(InvalidRequest, match="well-formed"):
+        asyncio.run(fetch_url(url, outbound=Outbound(), timeout_s=5, limit=1000))
+
+
+def test_malformed_urls_are_400s_on_every_route(guarded):
+    clip = corpus.by_name("en_timit_LDC93S1.wav").path.read_bytes()
+    for url in MALFORMED:
+        for reply in (
+            httpx.post(f"{guarded.url}/v1/listen", json={"url": url}, timeout=30),
+            httpx.post(f"{guarded.url}/v1/listen/url", params={"url": url}, timeout=30),
+        ):
+            body = assert_deepgram_error(reply, 400)
+            assert "well-formed" in body["err_msg"], (url, body)
+        reply = httpx.post(
+            f"{guarded.url}/v1/listen", params={"callback": url}, content=clip, timeout=30
+        )
+        body = assert_deepgram_error(reply, 400)
+        assert body["err_code"] == "INVALID_QUERY_PARAMETER", (url, body)
+        status, refusal = _ws_refusal(f"{guarded.ws_url}/v1/listen", {"callback": url})
+        assert status == 400 and refusal["err_code"] == "INVALID_QUERY_PARAMETER", (url, refusal)
+    assert "Traceback" not in guarded.logs()
+
+
+def _ws_refusal(url: str, params: dict[str, str]) -> tuple[int, dict]:
+    async def go() -> tuple[int, dict]:
+        try:
+            async with websockets.connect(str(httpx.URL(url, params=params)), open_timeout=20):
+                pass
+        except websockets.InvalidStatus as exc:
+            return exc.response.status_code, json.loads(exc.response.body)
+        raise AssertionError("the handshake was accepted")
+
+    return asyncio.run(go())

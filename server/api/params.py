@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from urllib.parse import urlsplit
 
 from starlette.datastructures import QueryParams
 
 from server.deepgram import textfmt
 from server.errors import InvalidParameter
 from server.notices import Notices
+from server.outbound import Refused, http_url
 from server.settings import Settings
 
 TRUE = {"true", "1", "yes", "on"}
@@ -170,9 +170,12 @@ def _language(value: str) -> str:
 
 def _callback_url(value: str) -> str:
     """Refuse a callback we could never deliver now, rather than failing silently later."""
-    parts = urlsplit(value.strip())
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ParamError(f"Invalid value for 'callback': {shown(value)} is not an http(s) URL")
+    try:
+        http_url(value.strip())
+    except Refused:
+        raise ParamError(
+            f"Invalid value for 'callback': {shown(value)} is not a well-formed http(s) URL"
+        ) from None
     return value.strip()
 
 

@@ -8,12 +8,11 @@ import logging
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
 
 from server.errors import InvalidRequest, PayloadTooLarge, RemoteContentError
-from server.outbound import Outbound, Refused, describe
+from server.outbound import Outbound, Refused, describe, http_url
 
 SPOOL_BYTES = 16 * 1024 * 1024  # larger bodies go to disk: memory per waiting upload stays small
 log = logging.getLogger(__name__)
@@ -69,8 +68,10 @@ FETCH_FAILED = (
 async def fetch_url(url: str, *, outbound: Outbound, timeout_s: float, limit: int) -> Payload:
     """Download a `url=` source. The timeout bounds the whole download, not each read; every
     failure but a size limit is the same message for the client (the reason goes to the log)."""
-    if urlsplit(url).scheme not in {"http", "https"}:
-        raise InvalidRequest("Invalid url: only http(s) URLs can be fetched")
+    try:
+        http_url(url)
+    except Refused:  # the client's typo, not a fetch failure: said as such
+        raise InvalidRequest("Invalid url: only well-formed http(s) URLs can be fetched") from None
     try:
         return await asyncio.wait_for(_download(url, outbound, timeout_s, limit), timeout_s)
     except PayloadTooLarge:
