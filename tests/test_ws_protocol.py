@@ -325,3 +325,16 @@ def test_stream_metrics_are_observed(server, jfk):
         'openlisten_audio_seconds_total{kind="stream"}', 0.0
     ) == pytest.approx(len(jfk) / 16000, abs=0.05)
     assert len(after) == 3
+
+
+def test_deeply_nested_json_text_gets_error_and_stream_goes_on(server, jfk):
+    """`[[[[…` recursed past Python's limit in json.loads: the RecursionError killed the
+    stream with no close frame (1006) and no final results."""
+    deep = "[" * 200_000 + "]" * 200_000
+    configure = '{"type": "Configure", "features": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    frames = [deep, configure, *audio_frames(jfk[: 16000 * 3])]
+    result = stream(f"{server.ws_url}/v1/listen?{RAW16}", frames)
+    errors = result.of("Error")
+    assert len(errors) == 2 and all(e["variant"] == "SchemaError" for e in errors), errors
+    assert "americans" in result.final_text().lower()
+    assert result.close_code == 1000 and result.messages[-1]["type"] == "Metadata"

@@ -271,7 +271,7 @@ class Session:
         try:
             message = json.loads(text)
             kind = message.get("type") if isinstance(message, dict) else None
-        except ValueError:
+        except (ValueError, RecursionError):  # `[[[[…` in a 16 MB frame recurses past the limit
             kind = None
         if kind == "KeepAlive":
             return False
