@@ -27,6 +27,11 @@ class InvalidParameter(InvalidRequest):
     """A parameter (query string or JSON field) has a value that cannot be honoured."""
 
 
+class KeytermLimitExceeded(InvalidParameter):
+    """More keyterms, or longer ones, than the configured limits allow: a bad parameter (400)
+    in a query string, Deepgram's `CONFIGURE_KEYTERM_LIMIT_EXCEEDED` in a stream's Configure."""
+
+
 class InvalidJson(InvalidRequest):
     """A JSON body that is malformed, too deep, or not the expected shape."""
 

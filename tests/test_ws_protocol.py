@@ -338,3 +338,23 @@ def test_deeply_nested_json_text_gets_error_and_stream_goes_on(server, jfk):
     assert len(errors) == 2 and all(e["variant"] == "SchemaError" for e in errors), errors
     assert "americans" in result.final_text().lower()
     assert result.close_code == 1000 and result.messages[-1]["type"] == "Metadata"
+
+
+def test_configure_keyterms_are_held_to_the_query_limits(server, jfk):
+    """Configure once took 100,000 keyterms or one of 100 KB (which slowed every later decode
+    of the stream by seconds) where `keyterm=` refuses more than 100 or longer than 100
+    characters."""
+    frames = [
+        json.dumps({"type": "Configure", "keyterms": [f"term{i}" for i in range(101)]}),
+        json.dumps({"type": "Configure", "keyterms": ["x" * 101]}),
+        json.dumps({"type": "Configure", "keyterms": [" Americans ", "americans", ""] * 500}),
+        *audio_frames(jfk[: 16000 * 3]),
+    ]
+    result = stream(f"{server.ws_url}/v1/listen?{RAW16}", frames)
+    too_many, too_long = result.of("ConfigureFailure")
+    assert too_many["code"] == too_long["code"] == "CONFIGURE_KEYTERM_LIMIT_EXCEEDED"
+    assert "101" in too_many["description"] and "100 characters" in too_long["description"]
+    (ok,) = result.of("ConfigureSuccess")
+    assert ok["keyterms"] == ["Americans"]  # repeats count once, as in the query string
+    assert "americans" in result.final_text().lower()
+    assert result.close_code == 1000

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from starlette.datastructures import QueryParams
 
 from server.deepgram import textfmt
-from server.errors import InvalidParameter
+from server.errors import InvalidParameter, KeytermLimitExceeded
 from server.notices import Notices
 from server.outbound import Refused, http_url
 from server.settings import Settings
@@ -46,6 +46,10 @@ DIARIZE_MODELS = {"latest", "v1", "v2"}
 
 class ParamError(InvalidParameter):
     """A known parameter with a value we cannot accept (400 INVALID_QUERY_PARAMETER)."""
+
+
+class KeytermLimit(ParamError, KeytermLimitExceeded):
+    """Keyterms beyond `keyterms_max` or `max_keyterm_chars`, by query string or Configure."""
 
 
 @dataclass
@@ -221,11 +225,7 @@ def parse(
             )
         if name in {"keyterm", "keywords"}:
             term, boost = _term(name, value)
-            if len(term) > limits.max_keyterm_chars:
-                raise ParamError(
-                    f"Invalid value for '{name}': a term is longer than "
-                    f"{limits.max_keyterm_chars} characters"
-                )
+            _check_term_length(name, term, limits)
             if term and boost > 0:
                 keyterms.setdefault(term.casefold(), term)
             elif term and boost < 0 and term not in out.suppress:
@@ -254,10 +254,7 @@ def parse(
         else:
             _apply(out, name, value, limits)
         seen.add(name)
-    if len(keyterms) > limits.max_keyterms:
-        raise ParamError(
-            f"Too many keyterms: {len(keyterms)} (this server accepts {limits.max_keyterms})"
-        )
+    _check_term_count(len(keyterms), limits)
     out.keyterms = list(keyterms.values())
     if out.smart_format and not out.punctuate:
         out.punctuate = True
@@ -361,6 +358,37 @@ def _apply(out: ListenParams, name: str, value: str, limits: ParamLimits) -> Non
             out.warn(name, f"'{name}' is not supported by this server and was ignored")
     else:
         out.warn(name, f"unknown parameter '{name}' was ignored", "unknown_parameter")
+
+
+def _check_term_length(name: str, term: str, limits: ParamLimits) -> None:
+    if len(term) > limits.max_keyterm_chars:
+        raise KeytermLimit(
+            f"Invalid value for '{name}': a term is longer than "
+            f"{limits.max_keyterm_chars} characters"
+        )
+
+
+def _check_term_count(count: int, limits: ParamLimits) -> None:
+    if count > limits.max_keyterms:
+        raise KeytermLimit(
+            f"Too many keyterms: {count} (this server accepts {limits.max_keyterms})"
+        )
+
+
+def configure_keyterms(keyterms: object, limits: ParamLimits) -> list[str]:
+    """A stream's `Configure {"keyterms": [...]}`, held to the limits of `keyterm=` in the
+    query string (a Configure is no way around `keyterms_max`: every term is prompt text that
+    each later decode of the stream pays for); repeats count once, as there."""
+    if not isinstance(keyterms, list) or not all(isinstance(k, str) for k in keyterms):
+        raise ParamError("Configure accepts 'keyterms' as a list of strings")
+    unique: dict[str, str] = {}
+    for value in keyterms:
+        term = " ".join(value.split())
+        _check_term_length("keyterms", term, limits)
+        if term:
+            unique.setdefault(term.casefold(), term)
+            _check_term_count(len(unique), limits)
+    return list(unique.values())
 
 
 def _term(name: str, value: str) -> tuple[str, float]:

@@ -10,12 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from functools import partial
 
 from fastapi import APIRouter, Depends, WebSocket
 
 from server.api.auth import parse_subprotocols
 from server.api.gate import admit
-from server.api.params import ListenParams, ParamError, configure_features, param_limits, parse
+from server.api.params import (
+    ListenParams,
+    ParamError,
+    configure_features,
+    configure_keyterms,
+    param_limits,
+    parse,
+)
 from server.deepgram.textfmt import FILLER_PROMPT
 from server.diarize import SpeakerHints
 from server.engine import DecodeOptions, Engine
@@ -109,6 +117,7 @@ async def _spec(
         close_deadline_s=settings.shutdown_deadline_s,
         config=config,
         reconfigure=_reconfigure,
+        check_keyterms=partial(configure_keyterms, limits=param_limits(settings)),
         extra=dict(params.extra),
         tags=tuple(params.tags),
         warnings=tuple(_warnings(params, resolution.warning)),

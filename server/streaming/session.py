@@ -36,7 +36,7 @@ from server.audio.stream import make_decoder
 from server.deepgram import live
 from server.diarize import SpeakerHints
 from server.engine import Engine, ModelInfo
-from server.errors import ServiceError
+from server.errors import KeytermLimitExceeded, ServiceError
 from server.outbound import Outbound
 from server.streaming.callback import CallbackSink
 from server.streaming.channel import Channel
@@ -89,6 +89,9 @@ class StreamSpec:
     # hold a stream slot forever.
     keepalive_only_timeout_s: float = 300.0
     speakers: SpeakerHints | None = None  # diarize=true: label final words with speakers
+    # `Configure {"keyterms": [...]}`: the terms to use, or a ServiceError (the API layer holds
+    # them to the query string's limits); a KeytermLimitExceeded is reported as such.
+    check_keyterms: Callable[[object], list[str]] | None = None
 
 
 def close_reason(text: str) -> str:
@@ -325,9 +328,10 @@ class Session:
             if keyterms is None and features is None:
                 raise ValueError("Configure needs 'keyterms' or 'features'")
             if keyterms is not None:
-                if not isinstance(keyterms, list) or not all(isinstance(k, str) for k in keyterms):
-                    raise ValueError("Configure accepts 'keyterms' as a list of strings")
-                hotwords = " ".join(k.strip() for k in keyterms if k.strip()) or None
+                if self.spec.check_keyterms is None:
+                    raise ValueError("this stream's keyterms cannot be changed")
+                keyterms = self.spec.check_keyterms(keyterms)
+                hotwords = " ".join(keyterms) or None
                 config = replace(
                     config,
                     final_options=replace(config.final_options, hotwords=hotwords),
@@ -338,11 +342,12 @@ class Session:
                     raise ValueError("this stream's features cannot be changed")
                 config = self.spec.reconfigure(features, config)
         except (ValueError, ServiceError) as exc:
-            self.outbox.put(
-                live.configure_failure(
-                    self.spec.request_id, "CONFIGURE_INTERNAL_ERROR", str(exc)[:500]
-                )
+            code = (
+                "CONFIGURE_KEYTERM_LIMIT_EXCEEDED"
+                if isinstance(exc, KeytermLimitExceeded)
+                else "CONFIGURE_INTERNAL_ERROR"
             )
+            self.outbox.put(live.configure_failure(self.spec.request_id, code, str(exc)[:500]))
             return
         if keyterms is not None:
             self._keyterms = list(keyterms)
