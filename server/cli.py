@@ -60,12 +60,22 @@ def _inputs(specs: list[str]) -> list[Input]:
         if spec == "-":
             stem = "stdin"
         elif spec.startswith(("http://", "https://")):
-            stem = Path(urlsplit(spec).path).stem or urlsplit(spec).hostname or "url"
+            stem = _url_stem(spec)
         else:
             stem = Path(spec).stem
         seen[stem] = seen.get(stem, 0) + 1
         out.append(Input(spec, stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
     return out
+
+
+def _url_stem(url: str) -> str:
+    """The output name for a URL; a malformed one (`http://[::1`) is named too, so that its
+    fetch can say what is wrong with it instead of a traceback ending the whole run."""
+    try:
+        parts = urlsplit(url)
+        return Path(parts.path).stem or parts.hostname or "url"
+    except ValueError:
+        return "url"
 
 
 async def _read(item: Input, settings: Settings) -> tuple[bytes | BinaryIO, str]:

@@ -150,3 +150,12 @@ def test_diarize_labels_the_two_speakers_of_a_call():
     assert "warning" not in run.stderr, run.stderr
     voices = set(re.findall(r"<v (Speaker \d+)>", run.stdout))
     assert voices == {"Speaker 0", "Speaker 1"}, run.stdout
+
+
+def test_malformed_url_fails_cleanly(clip):
+    """`http://[::1` once ended the whole run with urlsplit's traceback before any input was
+    read; now it is one failed input among others, said in one line."""
+    run = openlisten("transcribe", "--quiet", "--format", "txt", "http://[::1", str(clip.path))
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "http://[::1: Invalid url" in run.stderr
+    assert "fellow americans" in run.stdout.lower()
