@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
@@ -18,7 +19,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from server.api import health, openai, rest, web, ws
 from server.api.bodyguard import BodyDeadline
-from server.api.errors import ApiError, render_error
+from server.api.errors import ApiError, render_error, routing_error
 from server.api.middleware import RequestContext
 from server.callbacks.runner import CallbackJobs
 from server.engine import Engine
@@ -70,6 +71,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     async def service_error(conn: HTTPConnection, exc: Exception) -> JSONResponse | None:
         """The one renderer of refusals: a JSON reply, or a refused WebSocket handshake."""
         return await _render(conn, exc)  # type: ignore[arg-type]
+
+    @app.exception_handler(HTTPException)
+    async def routing(conn: HTTPConnection, exc: HTTPException) -> JSONResponse | None:
+        """404 and 405 from the router, shaped like every other error (`Allow` kept)."""
+        response = await _render(conn, routing_error(exc.status_code, str(exc.detail)))
+        if response is not None and exc.headers:
+            response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(conn: HTTPConnection, exc: RequestValidationError) -> JSONResponse:

@@ -252,6 +252,19 @@ CASES = [
         "PAYLOAD_TOO_LARGE",
         "100",
     ),
+    # The router's own refusals once answered FastAPI's {"detail": ...} (405) or an empty body.
+    Case(
+        "GET on /v1/listen",
+        405,
+        lambda base, h, t: httpx.get(base + "/v1/listen", headers=AUTH, timeout=60),
+        "METHOD_NOT_ALLOWED",
+    ),
+    Case(
+        "no such route",
+        404,
+        lambda base, h, t: httpx.post(base + "/v2/listen", content=b"x", timeout=60),
+        "NOT_FOUND",
+    ),
     Case(
         "no Authorization header",
         401,

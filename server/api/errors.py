@@ -61,6 +61,17 @@ def to_api_error(exc: errors.ServiceError | ApiError) -> ApiError:
     return ApiError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
 
 
+# Refusals the router makes itself (no such path, a method the path does not take).
+_ROUTING_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+
+
+def routing_error(status: int, detail: str) -> ApiError:
+    """A refusal from the router, in the same shape as every other error: clients that parse
+    `err_code` (Deepgram's SDKs) or `error.message` (OpenAI's) read these too."""
+    code = _ROUTING_CODES.get(status, "Bad Request" if status < 500 else "INTERNAL_SERVER_ERROR")
+    return ApiError(status, code, detail)
+
+
 def new_request_id() -> str:
     return str(uuid.uuid4())
 
