@@ -125,3 +125,26 @@ def test_pending_jobs_are_bounded(strict, clip):
         assert body["err_code"] == "TOO_MANY_REQUESTS" and "callback" in body["err_msg"]
         assert int(refused.headers["Retry-After"]) >= 1
         assert hook.wait_for(1, timeout=120)
+
+
+def test_an_unexpected_delivery_failure_is_a_counted_attempt(tmp_path):
+    """A delivery that fails in a way nobody foresaw (here the outbound layer itself raises)
+    is reported as a failed attempt, so it backs off and ends as a dead letter, instead of
+    escaping to the job loop's catch-all, which retries every 5 s without counting."""
+    import asyncio
+    from contextlib import asynccontextmanager
+
+    from server.callbacks.runner import CallbackJobs
+    from server.callbacks.store import Job
+    from server.outbound import Outbound
+    from server.settings import Settings
+
+    class Broken(Outbound):
+        @asynccontextmanager
+        async def stream(self, *_args, **_kwargs):
+            raise RuntimeError("a bug below the delivery")
+            yield
+
+    jobs = CallbackJobs(Settings(state_dir=tmp_path), engine=None, outbound=Broken())  # type: ignore[arg-type]
+    job = Job("id", "deliver", "http://192.0.2.1/hook", "POST", [], "", "{}", 0, 0.0)
+    assert asyncio.run(jobs._post(job)) == "unexpected RuntimeError"

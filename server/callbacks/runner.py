@@ -260,6 +260,12 @@ class CallbackJobs:
             return str(exc)
         except httpx.HTTPError as exc:
             return type(exc).__name__
+        except Exception as exc:
+            # Anything else is a failed attempt too: counted, retried with backoff and, in the
+            # end, a dead letter. Left to `_run`'s catch-all it would be retried every 5 s
+            # uncounted, forever, as a URL httpx refuses only once the request is built was.
+            log.exception("callback delivery failed unexpectedly", extra={"request_id": job.id})
+            return f"unexpected {type(exc).__name__}"
 
     def _gauge(self, counts: dict[str, Any]) -> None:
         for state in ("transcribe", "deliver", "dead"):
