@@ -357,6 +357,23 @@ def stream_config(**changes) -> StreamConfig:
     return replace(base, **changes)
 
 
+def timeline_channel(
+    timeline: Timeline,
+    out: list,
+    decoder: ScriptedDecoder | None = None,
+    config: StreamConfig | None = None,
+) -> Channel:
+    """A channel hearing `timeline` (its VAD and, unless given, its decoder), emitting to `out`."""
+    return Channel(
+        0,
+        config or stream_config(),
+        decoder or ScriptedDecoder(timeline),
+        out.append,
+        lambda _: 0.0,
+        vad=TimelineVad(timeline),
+    )
+
+
 async def drive(
     timeline: Timeline,
     decoder: ScriptedDecoder,
@@ -368,9 +385,7 @@ async def drive(
     """Feed the timeline's audio in chunks (sending 'finalize' after the chunk numbers in
     `script`), close the stream, and return everything the channel emitted."""
     out: list = []
-    channel = Channel(
-        0, config or stream_config(), decoder, out.append, lambda _: 0.0, vad=TimelineVad(timeline)
-    )
+    channel = timeline_channel(timeline, out, decoder, config)
     audio = timeline.audio()
     for n, at in enumerate(range(0, len(audio), chunk)):
         channel.feed(audio[at : at + chunk])
@@ -507,14 +522,7 @@ def test_the_end_of_a_stream_over_silence_is_answered_by_an_empty_final():
 
     async def closed_twice() -> list:
         out: list = []
-        channel = Channel(
-            0,
-            stream_config(),
-            ScriptedDecoder(timeline),
-            out.append,
-            lambda _: 0.0,
-            vad=TimelineVad(timeline),
-        )
+        channel = timeline_channel(timeline, out)
         channel.feed(timeline.audio())
         await asyncio.wait_for(channel.flush(from_finalize=False), 5)
         await asyncio.wait_for(channel.flush(from_finalize=False), 5)  # nothing new since
@@ -546,14 +554,7 @@ def test_channel_forgets_audio_over_long_silence():
 
     async def go() -> tuple[int, list]:
         out: list = []
-        channel = Channel(
-            0,
-            stream_config(),
-            ScriptedDecoder(silence),
-            out.append,
-            lambda _: 0.0,
-            vad=TimelineVad(silence),
-        )
+        channel = timeline_channel(silence, out)
         chunk = np.zeros(SR * 10, np.float32)
         for _ in range(60):
             channel.feed(chunk)
