@@ -166,6 +166,12 @@ def test_errors_have_openai_shape(server):
     reply = httpx.post(f"{server.url}/v1/audio/transcriptions", data={"model": "whisper-1"})
     assert reply.status_code == 400
     assert reply.json()["error"]["param"] == "file"
+    # chunking_strategy: both of OpenAI's forms are what the server does anyway; not a typo.
+    for strategy in ("auto", {"type": "server_vad", "silence_duration_ms": 500}):
+        assert transcribe(server, CLIPS[0], chunking_strategy=strategy).text
+    with pytest.raises(openai.BadRequestError) as info:
+        transcribe(server, CLIPS[0], chunking_strategy="bogus")
+    assert info.value.body["param"] == "chunking_strategy"
 
 
 def test_metrics_count_openai_routes(server):

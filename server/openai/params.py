@@ -1,12 +1,14 @@
 """OpenAI audio form fields -> typed options. Pure; every refusal names its field.
 
 Fields OpenAI defines that this server cannot honour (`include[]=logprobs`, known speakers) are
-refused, never silently dropped; `chunking_strategy` is accepted because the server always
-cuts at VAD boundaries, which is what `auto` asks for.
+refused, never silently dropped; `chunking_strategy` (`auto`, or a `server_vad` object) is
+accepted because the server always cuts at VAD boundaries, which is what both ask for; any
+other value is refused as OpenAI refuses it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -62,6 +64,21 @@ def _bool(name: str, value: str) -> bool:
     raise invalid(f"Invalid value for '{name}': expected true or false", name)
 
 
+def _chunking_strategy(value: str) -> None:
+    """`auto`, or OpenAI's `{"type": "server_vad", ...}` (sent as JSON in the form)."""
+    if value.strip() == "auto":
+        return
+    try:
+        strategy = json.loads(value)
+    except (ValueError, RecursionError):
+        strategy = None
+    if not isinstance(strategy, dict) or strategy.get("type") != "server_vad":
+        raise invalid(
+            "Invalid chunking_strategy: expected 'auto' or an object with type 'server_vad'",
+            "chunking_strategy",
+        )
+
+
 def parse(fields: Iterable[tuple[str, str]], task: str) -> AudioParams:
     out = AudioParams(task=task)
     granularities: list[str] = []
@@ -103,6 +120,10 @@ def parse(fields: Iterable[tuple[str, str]], task: str) -> AudioParams:
             granularities.append(value)
         elif key == "stream":
             out.stream = _bool("stream", value)
+        elif key == "chunking_strategy":
+            _chunking_strategy(value)
+        elif key == "chunking_strategy[type]":  # the object, as OpenAI's clients flatten it
+            _chunking_strategy(json.dumps({"type": value}))
         elif key in {"keywords[]", "keywords"} and value.strip():
             out.keywords.append(value.strip())
     out.granularities = tuple(dict.fromkeys(granularities))
