@@ -35,6 +35,7 @@ from server.streaming.endpointer import (
     EndpointerConfig,
     Paused,
     Resumed,
+    Span,
     Started,
 )
 from server.streaming.results import StreamResult, StreamWord, UtteranceEnd
@@ -241,6 +242,24 @@ def test_transcript_tiles_finals_and_times_utterance_end():
     assert transcript.utterance_end(4.0, 1.0, settled=False) is None  # a final is pending
     assert transcript.utterance_end(4.0, 1.0, settled=True) == UtteranceEnd(1, 2.9)
     assert transcript.utterance_end(9.0, 1.0, settled=True) is None  # once
+
+
+def test_a_word_timed_into_the_silence_of_empty_finals_is_kept_by_the_next():
+    """Empty finals answer silence but claim no words: a word the next decode times early,
+    into that silence (Whisper often starts the first word after a long pause too soon), is
+    still the next final's, clamped to its start. (With the last final's words in its left
+    context the echo rule keeps it anyway; past 4 s of silence there is no echo to find.)"""
+    transcript = Transcript(channel=0)
+    spoken = Span(0, 2 * SR, int(0.7 * SR), int(1.8 * SR), True)
+    assert keys(transcript.final(spoken, [w("hello", 1.0, 1.4)], False).words) == ["hello"]
+    transcript.final(Span(2 * SR, 5 * SR, None, 5 * SR), [], False)  # 3 s of silence
+    span = Span(5 * SR, 8 * SR, int(5.2 * SR), int(7.0 * SR), True)
+    decoded = [w("again", 4.2, 4.6), w("there", 6.0, 6.4)]
+    assert transcript.interim(span.start, 7 * SR, decoded) is not None
+    assert keys(transcript.hypothesis) == ["again", "there"]
+    final = transcript.final(span, decoded, False)
+    assert keys(final.words) == ["again", "there"]
+    assert final.words[0].start == final.words[0].end == 5.0  # clamped into its final
 
 
 # --- the channel driver, against a scripted decoder ------------------------------------------

@@ -55,16 +55,22 @@ def owned(
     start: float,
     end: float = math.inf,
     committed: Sequence[StreamWord] = (),
+    since: float | None = None,
 ) -> list[StreamWord]:
     """The words of one decode that belong to the result covering [start, end).
 
-    `committed` are the words already final before `start` (the newest last). Words kept are
-    clamped into [start, end], so a result's words never stray outside it.
+    `committed` are the words already final before `start` (the newest last). `since` (at
+    most `start`) is where the last final that decoded speech ended: the empty finals that
+    answered the silence after it claimed no words, so a word this decode times into that
+    silence (Whisper often starts the first word after a long pause early) is still this
+    result's. Words kept are clamped into [start, end], so a result's words never stray
+    outside it.
     """
+    seam = start if since is None else min(since, start)
     words = [w for w in words if w.key]  # a lone punctuation mark is not a word
-    first = echo_end(words, committed, start)
+    first = echo_end(words, committed, seam)
     if first is None:
-        first = next((i for i, w in enumerate(words) if w.mid >= start), len(words))
+        first = next((i for i, w in enumerate(words) if w.mid >= seam), len(words))
     return [_clamp(w, start, end) for w in words[first:] if w.mid < end]
 
 

@@ -22,6 +22,7 @@ class Transcript:
     def __init__(self, channel: int) -> None:
         self.channel = channel
         self.cursor = 0  # sample index where the last final ended
+        self.spoken_to = 0  # ... and the last final that decoded speech (not an empty one)
         self.committed: tuple[StreamWord, ...] = ()  # the newest final words, oldest first
         self.hypothesis: tuple[StreamWord, ...] = ()
         self.last_word_end: float | None = None  # set by a final with words, until UtteranceEnd
@@ -31,8 +32,11 @@ class Transcript:
         if span.start != self.cursor:
             raise ValueError(f"span starts at {span.start}, the stream is final to {self.cursor}")
         start, end = span.start / SAMPLE_RATE, span.end / SAMPLE_RATE
-        kept = tuple(policy.owned(words, start, end, self.committed))
+        since = self.spoken_to / SAMPLE_RATE
+        kept = tuple(policy.owned(words, start, end, self.committed, since))
         self.cursor = span.end
+        if span.window is not None:
+            self.spoken_to = span.end
         self.committed = (self.committed + kept)[-policy.ECHO_WORDS :]
         self.hypothesis = ()
         if kept:
@@ -42,7 +46,8 @@ class Transcript:
     def interim(self, start: int, end: int, words: Sequence[StreamWord]) -> StreamResult | None:
         """An interim over [start, end) samples (start: where its final will start); None when
         it would show no words."""
-        kept = tuple(policy.owned(words, start / SAMPLE_RATE, math.inf, self.committed))
+        since = self.spoken_to / SAMPLE_RATE
+        kept = tuple(policy.owned(words, start / SAMPLE_RATE, math.inf, self.committed, since))
         self.hypothesis = kept
         if not kept:
             return None
