@@ -145,6 +145,9 @@ def server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         return srv
 
     yield make
+    for srv in started:  # signal them all first: they drain side by side
+        if srv.process.poll() is None:
+            srv.process.terminate()
     for srv in started:
         srv.stop()
 
@@ -164,6 +167,23 @@ def english_clips() -> list[corpus.Clip]:
     if not clips:
         pytest.skip(corpus.MISSING)
     return clips
+
+
+@pytest.fixture(scope="session")
+def english_rest(server, english_clips) -> list[dict]:
+    """The default server's REST answer (`punctuate=true`) for every English clip, in order:
+    transcribed once for every check that reads them (WER, word times, live against REST)."""
+    with httpx.Client(timeout=300) as client:
+        return [
+            client.post(
+                f"{server.url}/v1/listen",
+                params={"punctuate": "true"},
+                content=clip.path.read_bytes(),
+            )
+            .raise_for_status()
+            .json()
+            for clip in english_clips
+        ]
 
 
 def need_corpus() -> None:

@@ -1,7 +1,13 @@
-"""`make serve` installs what serving needs and nothing from the test toolchain.
+"""Clean installs: `make serve`'s and the images'.
 
-Runs the Makefile's own install target into a fresh virtualenv (wheels come from the local pip
-cache, so it is quick) and inspects what landed there.
+- `make install` (what `make serve` runs) into a fresh virtualenv installs what serving needs
+  and nothing from the test toolchain.
+- docker/install.sh (the install steps of both images) in a clean virtualenv, from a copy of
+  only what the image's build context holds, leaves a working, torch-free `openlisten` with the
+  catalog models prepared.
+
+Wheels come from the local pip cache. pip works on one core, so the two installs run side by
+side (one fixture starts both) and cost the time of one.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,18 +46,92 @@ def _test_only_packages() -> set[str]:
     return names - SHARED_WITH_SERVING
 
 
+@dataclass(frozen=True)
+class Install:
+    venv: Path
+    env: dict[str, str]
+    returncode: int
+    output: str
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
+
+
+def _image_install_env(venv: Path, models: Path) -> dict[str, str]:
+    bindir = venv / "bin"
+    return {
+        **_clean_env(),
+        "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": str(venv),
+        "OPENLISTEN_MODELS_DIR": str(models),
+        # The images' defaults: both catalog models, the GPU gauge's NVML bindings.
+        "EXTRAS": "base",
+        "MODELS": "tiny.en base",
+        "GPU": "1",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+
+
+def _build_context(src: Path) -> None:
+    """A copy of only what the image's build context holds, so a missing COPY shows up here."""
+    (src / "models").mkdir(parents=True)
+    (src / "docker").mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copy(ROOT / "models" / "catalog.toml", src / "models" / "catalog.toml")
+    shutil.copy(ROOT / "docker" / "install.sh", src / "docker" / "install.sh")
+    shutil.copytree(ROOT / "server", src / "server", ignore=shutil.ignore_patterns("__pycache__"))
+
+
+@pytest.fixture(scope="module")
+def installs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Install]]:
+    """Start both installs, wait for both (each one's output goes to a file, never a pipe
+    that could fill while the other is waited on)."""
+    started: dict[str, tuple[subprocess.Popen, Path, dict[str, str], Path]] = {}
+    if shutil.which("make") is not None:
+        work = tmp_path_factory.mktemp("make-install")
+        venv, env = work / "venv", _clean_env()
+        log = work / "output.txt"
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                ["make", "-C", str(ROOT), f"VENV={venv}", "install"],
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        started["make"] = (process, venv, env, log)
+    work = tmp_path_factory.mktemp("image-install")
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=60)
+    env = _image_install_env(venv, work / "models")
+    _build_context(work / "src")
+    log = work / "output.txt"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            ["sh", str(work / "src" / "docker" / "install.sh"), str(work / "src")],
+            env=env, cwd=work, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    started["image"] = (process, venv, env, log)
+    results = {}
+    try:
+        for name, (process, venv, env, log) in started.items():
+            returncode = process.wait(timeout=280)
+            results[name] = Install(venv, env, returncode, log.read_text(errors="replace"))
+        yield results
+    finally:
+        for process, *_ in started.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
 @pytest.mark.deploy
-@pytest.mark.timeout(300)
-def test_make_serve_venv_holds_no_test_package(tmp_path: Path) -> None:
-    if shutil.which("make") is None:
+@pytest.mark.timeout(320)
+def test_make_serve_venv_holds_no_test_package(installs: dict[str, Install]) -> None:
+    if "make" not in installs:
         pytest.skip("make is not installed")
-    venv = tmp_path / "venv"
-    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
-    run = subprocess.run(
-        ["make", "-C", str(ROOT), f"VENV={venv}", "install"],
-        env=env, capture_output=True, text=True, timeout=280,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    install = installs["make"]
+    venv, env = install.venv, install.env
+    assert install.returncode == 0, install.output[-6000:]
     listing = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "list", "--format=json"],
         env=env, capture_output=True, text=True, check=True,
@@ -65,6 +147,34 @@ def test_make_serve_venv_holds_no_test_package(tmp_path: Path) -> None:
         env=env, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "--port" in help_text
+
+
+@pytest.mark.deploy
+@pytest.mark.timeout(320)
+def test_install_script_in_clean_venv(installs: dict[str, Install]) -> None:
+    """What the images run, run here: fresh venv, install.sh, then the CLI works, no torch."""
+    install = installs["image"]
+    assert install.returncode == 0, install.output[-6000:]
+    env, work = install.env, install.venv.parent
+    cli = install.venv / "bin" / "openlisten"
+    help_text = subprocess.run(
+        [str(cli), "--help"], env=env, cwd=work, capture_output=True, text=True, check=True
+    ).stdout
+    assert "serve" in help_text and "models" in help_text
+    listing = subprocess.run(
+        [str(cli), "models"], env=env, cwd=work, capture_output=True, text=True, check=True
+    ).stdout
+    assert re.search(r"^tiny\.en\s+installed", listing, re.M), listing
+    assert re.search(r"^base\s+installed", listing, re.M), listing
+    # `base` ships split: install.sh joined and checked it into the models dir at build time.
+    assert (work / "models" / "store" / "base" / ".verified").is_file()
+
+    probe = subprocess.run(
+        [str(install.venv / "bin" / "python"), "-c",
+         "import importlib.util as u; import pynvml; print(u.find_spec('torch'))"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert probe.stdout.strip() == "None", "the default install must stay torch-free"
 
 
 def test_the_check_is_not_vacuous() -> None:

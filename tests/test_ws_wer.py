@@ -19,22 +19,13 @@ import httpx
 import pytest
 
 from tests import corpus
+from tests.test_rest_support import transcript
 from tests.ws_helpers import CLOSE, RAW16, Stream, chunks, pcm16, run_stream, samples16k
 
 PACE = 0.025  # 100 ms chunks every 25 ms: 4x real time keeps the test short
 CONCURRENCY = 2
 LONG = "en_ljspeech_LJ001-0001_to_0032_long.wav"
 LONG_S = 60.0  # the whole LJ clips that end within the first minute
-
-
-def _rest(server, clips: list[corpus.Clip]) -> list[str]:
-    out = []
-    with httpx.Client(timeout=300) as client:
-        for clip in clips:
-            reply = client.post(f"{server.url}/v1/listen", content=clip.path.read_bytes())
-            reply.raise_for_status()
-            out.append(reply.json()["results"]["channels"][0]["alternatives"][0]["transcript"])
-    return out
 
 
 async def _streams(server, clips: list[corpus.Clip]) -> list[str]:
@@ -54,10 +45,10 @@ async def _streams(server, clips: list[corpus.Clip]) -> list[str]:
     return list(await asyncio.gather(*[one(c) for c in clips]))
 
 
-def test_streaming_wer_within_115_percent_of_rest(server, english_clips):
+def test_streaming_wer_within_115_percent_of_rest(server, english_clips, english_rest):
     clips = english_clips
     refs = [c.reference for c in clips]
-    rest = _rest(server, clips)
+    rest = [transcript(body) for body in english_rest]
     streamed = asyncio.run(_streams(server, clips))
     rest_wer = corpus.wer(refs, rest)
     stream_wer = corpus.wer(refs, streamed)
