@@ -32,12 +32,14 @@ class EngineDecoder:
 
     def __init__(self, engine: Engine, language: str | None = None) -> None:
         self.engine = engine
+        self._detects = language == ""
         self._language = language or None  # "" (detect) is resolved on the first speech
 
     @property
-    def language(self) -> str | None:
-        """The channel's language once known (asked for, or detected on its first speech)."""
-        return self._language
+    def detected(self) -> str | None:
+        """The language detected on the channel's first speech (None until then, and when the
+        client named the language: only a detected one is reported back)."""
+        return self._language if self._detects else None
 
     async def final(self, audio: np.ndarray, config: StreamConfig) -> list[StreamWord]:
         """A final's window is cut as the REST path cuts a file (offline VAD, speech regions

@@ -236,8 +236,7 @@ class Session:
         if isinstance(event, StreamResult):
             said = self._said.setdefault(event.channel, deque(maxlen=CONTEXT_WORDS))
             # With language detection, numbers are spoken in the language that was detected.
-            if self.config.final_options.language == "":  # "": the stream detects
-                detected = self._decoders[event.channel].language
+            detected = self._decoders[event.channel].detected
             if detected and detected != text.language:
                 text = replace(text, language=detected)
         self.outbox.put(
