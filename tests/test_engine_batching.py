@@ -54,6 +54,18 @@ def windows() -> list[np.ndarray]:
     return [long[0], audio(SHORT[0]), long[1], long[2], audio(SHORT[1]), long[3]]
 
 
+@pytest.fixture(scope="module")
+def alone(tiny: LoadedModel, windows: list[np.ndarray]) -> list[list[Segment]]:
+    """Each window decoded on its own (default options): what every batch must reproduce."""
+    return [decode_batch(tiny.model, [w], DecodeOptions())[0] for w in windows]
+
+
+@pytest.fixture(scope="module")
+def batched(tiny: LoadedModel, windows: list[np.ndarray]) -> list[list[Segment]]:
+    """All six windows in one batch, in order (default options)."""
+    return decode_batch(tiny.model, windows, DecodeOptions())
+
+
 def words(segments: list[Segment]) -> list[tuple[str, float, float]]:
     return [(w.text, w.start, w.end) for s in segments for w in s.words]
 
@@ -62,10 +74,9 @@ def text(segments: list[Segment]) -> str:
     return "".join(s.text for s in segments).strip()
 
 
-def test_batched_equals_one_at_a_time(tiny: LoadedModel, windows: list[np.ndarray]) -> None:
-    options = DecodeOptions()
-    batched = decode_batch(tiny.model, windows, options)
-    alone = [decode_batch(tiny.model, [w], options)[0] for w in windows]
+def test_batched_equals_one_at_a_time(
+    windows: list[np.ndarray], alone: list[list[Segment]], batched: list[list[Segment]]
+) -> None:
     assert len(batched) == len(windows)
     for index, (b, a) in enumerate(zip(batched, alone, strict=True)):
         assert text(a), f"window {index} decoded to nothing alone"
@@ -81,12 +92,12 @@ def test_batched_equals_one_at_a_time(tiny: LoadedModel, windows: list[np.ndarra
         assert all(0 <= s <= e <= duration + 1e-6 for _, s, e in words(segments))
 
 
-def test_batch_order_does_not_matter(tiny: LoadedModel, windows: list[np.ndarray]) -> None:
+def test_batch_order_does_not_matter(
+    tiny: LoadedModel, windows: list[np.ndarray], batched: list[list[Segment]]
+) -> None:
     """The word-timing heuristics used to carry state from one batch item into the next."""
-    options = DecodeOptions()
-    forward = decode_batch(tiny.model, windows, options)
-    backward = decode_batch(tiny.model, windows[::-1], options)[::-1]
-    assert [words(s) for s in forward] == [words(s) for s in backward]
+    backward = decode_batch(tiny.model, windows[::-1], DecodeOptions())[::-1]
+    assert [words(s) for s in batched] == [words(s) for s in backward]
 
 
 def test_fallback_is_per_item(tiny: LoadedModel, windows: list[np.ndarray]) -> None:
@@ -107,12 +118,15 @@ def test_fallback_is_per_item(tiny: LoadedModel, windows: list[np.ndarray]) -> N
         assert words(segments) == words(alone)
 
 
-def test_silent_window_in_a_batch(tiny: LoadedModel, windows: list[np.ndarray]) -> None:
+def test_silent_window_in_a_batch(
+    tiny: LoadedModel, windows: list[np.ndarray], alone: list[list[Segment]]
+) -> None:
     """A window of silence (aligned or not, by Whisper's silence rule) changes no neighbour."""
     silence = np.zeros(16000 * 5, np.float32)
     options = DecodeOptions()
-    trio = [windows[1], silence, windows[4]]
-    batched = decode_batch(tiny.model, trio, options)
-    for segments, window in zip(batched, trio, strict=True):
-        assert words(segments) == words(decode_batch(tiny.model, [window], options)[0])
-    assert words(batched[0]) and words(batched[2])
+    trio = decode_batch(tiny.model, [windows[1], silence, windows[4]], options)
+    silent_alone = decode_batch(tiny.model, [silence], options)[0]
+    assert words(trio[0]) == words(alone[1])
+    assert words(trio[1]) == words(silent_alone)
+    assert words(trio[2]) == words(alone[4])
+    assert words(trio[0]) and words(trio[2])
