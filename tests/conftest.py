@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests import corpus
+from tests.test_rest_support import api_transcripts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,17 +174,7 @@ def english_clips() -> list[corpus.Clip]:
 def english_rest(server, english_clips) -> list[dict]:
     """The default server's REST answer (`punctuate=true`) for every English clip, in order:
     transcribed once for every check that reads them (WER, word times, live against REST)."""
-    with httpx.Client(timeout=300) as client:
-        return [
-            client.post(
-                f"{server.url}/v1/listen",
-                params={"punctuate": "true"},
-                content=clip.path.read_bytes(),
-            )
-            .raise_for_status()
-            .json()
-            for clip in english_clips
-        ]
+    return api_transcripts(server, english_clips, punctuate="true")
 
 
 def need_corpus() -> None:

@@ -84,39 +84,37 @@ def _build_context(src: Path) -> None:
     shutil.copytree(ROOT / "server", src / "server", ignore=shutil.ignore_patterns("__pycache__"))
 
 
+def _launch(command: list[str], work: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start an install; its output goes to a file, never a pipe that could fill while the
+    other install is waited on."""
+    with (work / "output.txt").open("w") as out:
+        return subprocess.Popen(command, env=env, cwd=work, stdout=out, stderr=subprocess.STDOUT)
+
+
 @pytest.fixture(scope="module")
 def installs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Install]]:
-    """Start both installs, wait for both (each one's output goes to a file, never a pipe
-    that could fill while the other is waited on)."""
-    started: dict[str, tuple[subprocess.Popen, Path, dict[str, str], Path]] = {}
-    if shutil.which("make") is not None:
-        work = tmp_path_factory.mktemp("make-install")
-        venv, env = work / "venv", _clean_env()
-        log = work / "output.txt"
-        with log.open("w") as out:
-            process = subprocess.Popen(
-                ["make", "-C", str(ROOT), f"VENV={venv}", "install"],
-                env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        started["make"] = (process, venv, env, log)
-    work = tmp_path_factory.mktemp("image-install")
-    venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=60)
-    env = _image_install_env(venv, work / "models")
-    _build_context(work / "src")
-    log = work / "output.txt"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            ["sh", str(work / "src" / "docker" / "install.sh"), str(work / "src")],
-            env=env, cwd=work, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    started["image"] = (process, venv, env, log)
-    results = {}
+    """Start both installs, then wait for both."""
+    started: dict[str, tuple[subprocess.Popen, Path, dict[str, str]]] = {}
     try:
-        for name, (process, venv, env, log) in started.items():
-            returncode = process.wait(timeout=280)
-            results[name] = Install(venv, env, returncode, log.read_text(errors="replace"))
-        yield results
+        if shutil.which("make") is not None:
+            work, env = tmp_path_factory.mktemp("make-install"), _clean_env()
+            command = ["make", "-C", str(ROOT), f"VENV={work / 'venv'}", "install"]
+            started["make"] = (_launch(command, work, env), work / "venv", env)
+        work = tmp_path_factory.mktemp("image-install")
+        subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True, timeout=60)
+        env = _image_install_env(work / "venv", work / "models")
+        _build_context(work / "src")
+        command = ["sh", str(work / "src" / "docker" / "install.sh"), str(work / "src")]
+        started["image"] = (_launch(command, work, env), work / "venv", env)
+        yield {
+            name: Install(
+                venv,
+                env,
+                process.wait(timeout=280),
+                (venv.parent / "output.txt").read_text(errors="replace"),
+            )
+            for name, (process, venv, env) in started.items()
+        }
     finally:
         for process, *_ in started.values():
             if process.poll() is None:

@@ -83,6 +83,17 @@ def g711(pcm: np.ndarray, law: str) -> bytes:
     return buffer.getvalue()
 
 
+def api_transcripts(server, clips, **params: str) -> list[dict[str, Any]]:
+    """Each clip posted to the server's `/v1/listen` with `params`: the JSON bodies, in order."""
+    with httpx.Client(timeout=300) as client:
+        return [
+            client.post(f"{server.url}/v1/listen", params=params, content=c.path.read_bytes())
+            .raise_for_status()
+            .json()
+            for c in clips
+        ]
+
+
 def transcript(body: dict[str, Any], channel: int = 0) -> str:
     return body["results"]["channels"][channel]["alternatives"][0]["transcript"]
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import os
 
-import httpx
 import pytest
 
 from tests import corpus
-from tests.test_rest_support import transcript
+from tests.test_rest_support import api_transcripts, transcript
 
 MULTILINGUAL = ["de", "fr", "it", "pt", "ru", "ja", "ko", "zh"]
 # Clear cases: read speech of several seconds; a sub-second clip may honestly be ambiguous.
@@ -29,16 +28,6 @@ CLEAR = {
     "ko_picovoice_leopard_test_ko.wav",
     "zh_aishell1_BAC009S0724W0121.wav",
 }
-
-
-def api_transcripts(server, clips, **params) -> list[dict]:
-    with httpx.Client(timeout=300) as client:
-        return [
-            client.post(f"{server.url}/v1/listen", params=params, content=c.path.read_bytes())
-            .raise_for_status()
-            .json()
-            for c in clips
-        ]
 
 
 def direct_transcripts(clips) -> list[str]:
