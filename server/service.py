@@ -22,7 +22,7 @@ from server.audio.decode import (
     decode,
 )
 from server.deepgram import response
-from server.deepgram.textfmt import FILLER_PROMPT
+from server.deepgram.text import FILLER_PROMPT
 from server.diarize import SpeakerHints
 from server.engine import Engine
 from server.engine.whisper import suppress_ids

@@ -1,4 +1,4 @@
-"""Text shaping (server/deepgram/textfmt.py) over tables of Whisper's words, no server needed.
+"""Text shaping (server/deepgram/text/) over tables of Whisper's words, no server needed.
 
 The inputs are words as faster-whisper's word timing splits them ("$5" ".50", "10" ".30.",
 "1" ",000", "555" "-123" "-4" ",567", "2000" "-27"): the pieces below were written by tiny.en on
@@ -13,8 +13,8 @@ import re
 import pytest
 
 from server.api.params import ParamError, parse
-from server.deepgram import response, textfmt
-from server.deepgram.textfmt import TextOptions, join, luhn, shape, word_of
+from server.deepgram import response
+from server.deepgram.text import TextOptions, join, luhn, search, shape, word_of
 from server.engine import Segment, Word
 
 
@@ -326,7 +326,7 @@ def test_filler_words_are_left_out_unless_asked():
 
 def test_search_hits_line_up_with_word_times():
     tokens = shape(words(" the| quick| brown| fox| jumps| over| the| lazy| dog"), TextOptions())
-    results = textfmt.search(tokens, ["brown fox", "lazy dogs", "zebra"])
+    results = search(tokens, ["brown fox", "lazy dogs", "zebra"])
     by_query = {r["query"]: r["hits"] for r in results}
     best = by_query["brown fox"][0]
     assert best["confidence"] == 1.0 and best["snippet"] == "brown fox"

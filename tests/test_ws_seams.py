@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from server.deepgram.textfmt import TextOptions
+from server.deepgram.text import TextOptions
 from server.engine import DecodeOptions
 from server.streaming import policy
 from server.streaming.buffer import SampleBuffer

@@ -14,7 +14,7 @@ import pytest
 from server.audio.decode import RawFormat
 from server.audio.stream import RawStreamDecoder, raw_to_float
 from server.deepgram import live
-from server.deepgram.textfmt import TextOptions
+from server.deepgram.text import TextOptions
 from server.engine import ModelInfo
 from server.streaming import policy
 from server.streaming.results import SpeechStarted, StreamResult, StreamWord, UtteranceEnd

@@ -12,7 +12,12 @@ from dataclasses import dataclass, field, replace
 
 from starlette.datastructures import QueryParams
 
-from server.deepgram import textfmt
+from server.deepgram.text import (
+    ALPHA2DIGIT_LANGUAGES,
+    REDACT_SUPPORTED,
+    TextOptions,
+    parse_replacement,
+)
 from server.errors import InvalidParameter, KeytermLimitExceeded
 from server.notices import Notices
 from server.outbound import Refused, http_url
@@ -72,7 +77,7 @@ class ListenParams:
     keyterms: list[str] = field(default_factory=list)
     # `keywords=word:-5`: negative intensifiers suppress the word instead of boosting it
     suppress: list[str] = field(default_factory=list)
-    # content features (deepgram/textfmt.py)
+    # content features (deepgram/text/)
     numerals: bool = False
     dictation: bool = False
     measurements: bool = False
@@ -100,9 +105,9 @@ class ListenParams:
         """Deepgram: smart_format and paragraphs both turn punctuation on."""
         return self.punctuate or self.smart_format or self.paragraphs
 
-    def text_options(self, language: str | None = None) -> textfmt.TextOptions:
+    def text_options(self, language: str | None = None) -> TextOptions:
         """How this request's text is shaped; `language` is the transcript's language."""
-        return textfmt.TextOptions(
+        return TextOptions(
             language=language or self.language or "en",
             punctuate=self.punctuated,
             numerals=self.numerals,
@@ -233,7 +238,7 @@ def parse(
         elif name == "redact":
             _redact(out, value)
         elif name == "replace":
-            find, to = textfmt.parse_replacement(value)
+            find, to = parse_replacement(value)
             if not find:
                 raise ParamError(f"Invalid value for 'replace': {shown(value)} (find:replace)")
             if len(out.replace) >= limits.max_keyterms:
@@ -273,10 +278,10 @@ def _check_content_features(out: ListenParams) -> None:
             f"profanity_filter cannot be honoured for language '{language}' "
             "(this server's word list is English)"
         )
-    if language and out.redact and language not in textfmt.ALPHA2DIGIT_LANGUAGES:
+    if language and out.redact and language not in ALPHA2DIGIT_LANGUAGES:
         raise ParamError(
             f"redact cannot be honoured for language '{language}': spelled-out numbers are read "
-            f"only in {', '.join(sorted(textfmt.ALPHA2DIGIT_LANGUAGES))}"
+            f"only in {', '.join(sorted(ALPHA2DIGIT_LANGUAGES))}"
         )
     if out.dictation and not out.punctuated:
         out.warn(
@@ -408,11 +413,11 @@ def _redact(out: ListenParams, value: str) -> None:
         kind = item.strip().lower()
         if not kind or kind == "false":
             continue
-        if kind not in textfmt.REDACT_SUPPORTED:
+        if kind not in REDACT_SUPPORTED:
             raise ParamError(
                 f"redact={shown(kind, 40)} cannot be honoured by this server (entity recognition "
                 f"of that kind is not available); supported: "
-                f"{', '.join(sorted(textfmt.REDACT_SUPPORTED))}"
+                f"{', '.join(sorted(REDACT_SUPPORTED))}"
             )
         out.redact.add(kind)
 
@@ -437,8 +442,8 @@ CONFIGURE_FEATURES = {
 
 
 def configure_features(
-    features: object, text: textfmt.TextOptions, search: tuple[str, ...]
-) -> tuple[textfmt.TextOptions, tuple[str, ...]]:
+    features: object, text: TextOptions, search: tuple[str, ...]
+) -> tuple[TextOptions, tuple[str, ...]]:
     """Apply `Configure {"features": {...}}` to a stream's text options, validated as the same
     query parameters would be; anything else is a ParamError (a ConfigureFailure)."""
     if not isinstance(features, dict) or not features:

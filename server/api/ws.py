@@ -24,7 +24,7 @@ from server.api.params import (
     param_limits,
     parse,
 )
-from server.deepgram.textfmt import FILLER_PROMPT
+from server.deepgram.text import FILLER_PROMPT
 from server.diarize import SpeakerHints
 from server.engine import DecodeOptions, Engine
 from server.errors import Busy

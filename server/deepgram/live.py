@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from server.deepgram import response, textfmt
+from server.deepgram import response
+from server.deepgram.text import TextOptions
+from server.deepgram.text import search as search_words
 from server.engine import ModelInfo, Word
 from server.streaming.results import (
     SpeechStarted,
@@ -42,7 +44,7 @@ def results(
     result: StreamResult,
     *,
     channels: int,
-    text: textfmt.TextOptions,
+    text: TextOptions,
     request_id: str,
     model: ModelInfo,
     search: Sequence[str] = (),
@@ -73,7 +75,7 @@ def results(
         alternative["languages"] = [detected] if words else []
     channel: dict[str, Any] = {"alternatives": [alternative]}
     if search:
-        channel = {"search": textfmt.search(tokens, search), **channel}
+        channel = {"search": search_words(tokens, search), **channel}
     return {
         "type": "Results",
         "channel_index": [result.channel, channels],
@@ -107,7 +109,7 @@ def message(
     event: StreamEvent,
     *,
     channels: int,
-    text: textfmt.TextOptions,
+    text: TextOptions,
     request_id: str,
     model: ModelInfo,
     search: Sequence[str] = (),

@@ -13,7 +13,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from server.deepgram import textfmt
+from server.deepgram.text import SENTENCE_END, TextOptions, Token, bare, join, shape, word_of
+from server.deepgram.text import search as search_words
 from server.engine import ModelInfo, Segment, Word
 
 PARAGRAPH_GAP_S = 2.0
@@ -25,16 +26,16 @@ def iso_now() -> str:
 
 
 def normalize(text: str) -> str:
-    """Deepgram's `word` for one written token (see `textfmt.bare`)."""
-    return textfmt.bare(text)
+    """Deepgram's `word` for one written token (see `bare`)."""
+    return bare(text)
 
 
-def word_entries(tokens: Sequence[textfmt.Token], punctuate: bool) -> list[dict[str, Any]]:
+def word_entries(tokens: Sequence[Token], punctuate: bool) -> list[dict[str, Any]]:
     """Deepgram's word objects; `word` spoken and lower-case, `punctuated_word` as formatted."""
     out = []
     for token in tokens:
         entry: dict[str, Any] = {
-            "word": textfmt.word_of(token),
+            "word": word_of(token),
             "start": round(token.start, 3),
             "end": round(max(token.end, token.start), 3),
             "confidence": round(min(max(token.confidence, 0.0), 1.0), 4),
@@ -53,7 +54,7 @@ def transcript_of(entries: Sequence[dict[str, Any]], punctuate: bool) -> str:
     """Words joined by spaces, except between two words of a script written without spaces,
     so Japanese or Chinese transcripts read as written instead of one glyph per 'word'."""
     key = "punctuated_word" if punctuate else "word"
-    return textfmt.join([entry[key] for entry in entries])
+    return join([entry[key] for entry in entries])
 
 
 def confidence_of(segments: Sequence[Segment]) -> float:
@@ -69,7 +70,7 @@ def _sentences(entries: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     sentences: list[list[dict[str, Any]]] = [[]]
     for entry in entries:
         sentences[-1].append(entry)
-        if entry.get("punctuated_word", "").rstrip().endswith(textfmt.SENTENCE_END):
+        if entry.get("punctuated_word", "").rstrip().endswith(SENTENCE_END):
             sentences.append([])
     return [s for s in sentences if s]
 
@@ -154,15 +155,15 @@ def utterances_of(
 def alternative(
     words: Iterable[Word],
     confidence: float,
-    text: textfmt.TextOptions,
+    text: TextOptions,
     *,
     paragraphs: bool,
     context: Sequence[Word] = (),
     open_end: bool = False,
-) -> tuple[dict[str, Any], list[textfmt.Token]]:
+) -> tuple[dict[str, Any], list[Token]]:
     """One channel's (or one stream result's) alternative, shaped by `text` (`context` and
-    `open_end`: see `textfmt.shape`)."""
-    tokens = textfmt.shape(words, text, context, open_end)
+    `open_end`: see `shape`)."""
+    tokens = shape(words, text, context, open_end)
     entries = word_entries(tokens, text.punctuate)
     alt: dict[str, Any] = {
         "transcript": transcript_of(entries, text.punctuate),
@@ -221,7 +222,7 @@ def prerecorded(
     channels: Sequence[Any],
     meta: dict[str, Any],
     *,
-    text: textfmt.TextOptions,
+    text: TextOptions,
     paragraphs: bool,
     utterances: bool,
     utt_split: float,
@@ -240,7 +241,7 @@ def prerecorded(
         entries = alt["words"]
         entry: dict[str, Any] = {"alternatives": [alt]}
         if search:
-            entry["search"] = textfmt.search(tokens, search)
+            entry["search"] = search_words(tokens, search)
         if detect_language:
             entry["detected_language"] = channel.language
             entry["language_confidence"] = round(

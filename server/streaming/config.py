@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.deepgram.textfmt import TextOptions
+from server.deepgram.text import TextOptions
 from server.engine import DecodeOptions
 from server.streaming.endpointer import EndpointerConfig
 
@@ -14,7 +14,7 @@ from server.streaming.endpointer import EndpointerConfig
 class StreamConfig:
     model: str  # the engine's name for the served model
     interim_results: bool
-    text: TextOptions  # how results read (deepgram/textfmt.py)
+    text: TextOptions  # how results read (deepgram/text/)
     search: tuple[str, ...]
     endpoint_ms: int  # silence that closes an utterance (after the floor)
     speech_final: bool  # False when the client disabled endpointing
