@@ -23,8 +23,9 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from server import metrics
 from server.audio.decode import AudioError, RawFormat
 from server.audio.stream import make_decoder
 from server.deepgram import live
+from server.deepgram.text import TextOptions
 from server.diarize import SpeakerHints
 from server.engine import Engine, ModelInfo
 from server.errors import KeytermLimitExceeded, ServiceError
@@ -42,6 +44,7 @@ from server.streaming.callback import CallbackSink
 from server.streaming.channel import Channel
 from server.streaming.config import StreamConfig
 from server.streaming.decoding import EngineDecoder
+from server.streaming.holdback import Holdback
 from server.streaming.results import StreamEvent, StreamResult, StreamWord
 from server.streaming.speakers import StreamSpeakers
 from server.vad import SAMPLE_RATE
@@ -166,6 +169,7 @@ class Session:
         # Each channel's last final words: the context text shaping needs for a number cut
         # across results (redaction).
         self._said: dict[int, deque[StreamWord]] = {}
+        self._holds: dict[int, Holdback] = {}  # per channel: finals ending inside a number
         self._decoders: list[EngineDecoder] = []  # one per channel, in channel order
         self.decoder = make_decoder(spec.raw, self._on_audio, self._on_audio_error)
         self.started = time.monotonic()
@@ -230,15 +234,32 @@ class Session:
         return decoder
 
     def _emit(self, event: StreamEvent) -> None:
+        # Redaction: words ending inside a number still being said wait (streaming/holdback.py).
+        hold = self._holds.get(event.channel)
+        if hold is None:
+            undecided = partial(self._undecided, event.channel)
+            hold = self._holds[event.channel] = Holdback(undecided)
+        for out in hold.push(event):
+            self._send(out)
+
+    def _text(self, channel: int) -> TextOptions:
+        """The channel's text shaping; with language detection, numbers are spoken in the
+        language that was detected."""
+        text = self.config.text
+        detected = self._decoders[channel].detected if channel < len(self._decoders) else None
+        return replace(text, language=detected) if detected and detected != text.language else text
+
+    def _undecided(self, channel: int, words: Sequence[StreamWord]) -> int | None:
+        return live.undecided_from(words, self._text(channel))
+
+    def _send(self, event: StreamEvent) -> None:
         said = None
         text = self.config.text
         detected = None
         if isinstance(event, StreamResult):
             said = self._said.setdefault(event.channel, deque(maxlen=CONTEXT_WORDS))
-            # With language detection, numbers are spoken in the language that was detected.
             detected = self._decoders[event.channel].detected
-            if detected and detected != text.language:
-                text = replace(text, language=detected)
+            text = self._text(event.channel)
         self.outbox.put(
             live.message(
                 event,
@@ -445,6 +466,9 @@ class Session:
                 )
             )
             code, reason, metadata = CLOSE_UNFINISHED, UNFINISHED, False
+        for hold in self._holds.values():  # numbers said last are decided by the end
+            for event in hold.finish():
+                self._send(event)
         if metadata:
             self.outbox.put(
                 live.metadata(
