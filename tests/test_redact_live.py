@@ -55,12 +55,18 @@ NUMBER_WORDS = (
 )
 
 
-def shown_numbers(message: dict[str, Any]) -> list[str]:
-    """Digits and number words a Results message shows (a redaction's own `_1]` aside)."""
-    alternative = message["channel"]["alternatives"][0]
-    text = alternative["transcript"] + " " + " ".join(w["word"] for w in alternative["words"])
+def numbers_in(text: str) -> list[str]:
+    """Digits and number words in a text (a redaction's own `_1]` aside)."""
     text = re.sub(r"\[[A-Z_]+_\d+\]", "", text)
     return re.findall(rf"\d+|\b(?:{NUMBER_WORDS})\b", text, re.I)
+
+
+def shown_numbers(message: dict[str, Any]) -> list[str]:
+    """Digits and number words a Results message shows."""
+    alternative = message["channel"]["alternatives"][0]
+    return numbers_in(
+        alternative["transcript"] + " " + " ".join(w["word"] for w in alternative["words"])
+    )
 
 
 def call_audio(lines: list[str], directory: Path) -> np.ndarray:
