@@ -31,11 +31,6 @@ SCORE_AFTER_S = 0.2
 # not re-run (the turn's audio has not changed, only the silence after it).
 JUDGE_EVERY_S = 0.1
 
-# Logit shifts by what the turn's text says (chosen by measurement in bench/turns.py).
-COMPLETE_SHIFT = 1.0  # ends in . ? ! after a word that can end a sentence
-INCOMPLETE_SHIFT = -3.0  # ends in a word that needs a continuation, a comma, or a dash
-RELAX_PER_S = 2.0  # logit added per second of silence past SCORE_AFTER_S
-
 # Words after which an English sentence is not over: conjunctions, prepositions, articles,
 # determiners, subject pronouns, fillers; only those that (almost) never end one ("I did it.",
 # "Go on.", "I'd like that." do). Whisper punctuates a cut sentence ("a flight to.") as if
@@ -53,6 +48,19 @@ CONTINUATION_WORDS = frozenset(
 _WORD = re.compile(r"[\w']+")
 _TERMINAL = (".", "?", "!")
 _DANGLING = (",", ";", ":", "-", "—", "–", "...", "…")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How the score, the text and the pause combine (chosen by measurement in bench/turns.py;
+    a parameter so the bench can compare rules, never a client setting)."""
+
+    complete_shift: float = 1.0  # logit added when the text ends in . ? ! after a final word
+    incomplete_shift: float = -3.0  # ... when it ends in a continuation word, comma or dash
+    relax_per_s: float = 2.0  # logit added per second of silence past SCORE_AFTER_S
+
+
+RULE = Rule()
 
 
 @dataclass(frozen=True)
@@ -96,21 +104,25 @@ def text_cue(transcript: str) -> Cue:
     return Cue.NEUTRAL
 
 
-_SHIFT = {Cue.COMPLETE: COMPLETE_SHIFT, Cue.NEUTRAL: 0.0, Cue.INCOMPLETE: INCOMPLETE_SHIFT}
-
-
-def confidence(score: float, silence_s: float, transcript: str) -> float:
+def confidence(score: float, silence_s: float, transcript: str, rule: Rule = RULE) -> float:
     """The model's probability, moved on the logit scale by the text and the pause."""
     p = min(max(score, 1e-6), 1 - 1e-6)
-    z = math.log(p / (1 - p)) + _SHIFT[text_cue(transcript)]
-    z += RELAX_PER_S * max(0.0, silence_s - SCORE_AFTER_S)
+    z = math.log(p / (1 - p))
+    cue = text_cue(transcript)
+    if cue is Cue.COMPLETE:
+        z += rule.complete_shift
+    elif cue is Cue.INCOMPLETE:
+        z += rule.incomplete_shift
+    z += rule.relax_per_s * max(0.0, silence_s - SCORE_AFTER_S)
     return 1.0 / (1.0 + math.exp(-z))
 
 
-def judge(score: float, silence_s: float, transcript: str, thresholds: Thresholds) -> Judgement:
+def judge(
+    score: float, silence_s: float, transcript: str, thresholds: Thresholds, rule: Rule = RULE
+) -> Judgement:
     """The verdict after `silence_s` of silence following the turn's last speech, given the
     model's `score` of the turn's audio and the turn's latest text."""
-    c = confidence(score, silence_s, transcript)
+    c = confidence(score, silence_s, transcript, rule)
     if silence_s * 1000 >= thresholds.eot_timeout_ms:
         return Judgement(Verdict.END, c, timed_out=True)
     if silence_s < SCORE_AFTER_S:
