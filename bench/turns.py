@@ -636,6 +636,9 @@ def main() -> None:
         ("v1 endpointing=800, ideal, offline", v1_offline(items, 800).row()),
     ]
     rows.append(eager_row(items, replace(defaults, eager_eot_threshold=EAGER)))
+    for source in dict.fromkeys(i.source for i in items):
+        group = [i for i in items if i.source == source]
+        rows.append((f"  Flux, our judge: {source} only", flux_offline(group, defaults).row()))
 
     if args.url:
         program = build_program(items, args.after_s)
