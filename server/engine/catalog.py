@@ -311,12 +311,16 @@ class Catalog:
             return "directory" if entry["source"] == "dir" else "catalog"
         return "directory" if Path(self.extra.get(name, name)).expanduser().is_dir() else "hub"
 
-    def languages(self, name: str) -> list[str] | str:
+    def languages(self, name: str) -> list[str]:
         """Languages a model not yet loaded answers in (a loaded model says it itself)."""
-        entry = self.entries.get(name, {})
-        if "languages" in entry:
-            return entry["languages"]
-        return "multilingual" if self.info(name).multilingual else ["en"]
+        listed = self.entries.get(name, {}).get("languages")
+        if isinstance(listed, list):
+            return listed
+        if listed == "multilingual" or self.info(name).multilingual:
+            from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+            return list(_LANGUAGE_CODES)
+        return ["en"]
 
     def info(self, name: str) -> ModelInfo:
         entry = self.entries.get(name)
