@@ -277,11 +277,12 @@ class Sizes:
     rest_min_requests: int
     batch_windows: int
     live_clips: list[str]
+    short_only: bool = False  # REST and batch from the corpus's short clips (the dry run)
 
 
 def sizes(args: argparse.Namespace) -> Sizes:
     if args.quick:
-        return Sizes([1, 2], [1], 2, 2, ["en_harvard_speechbrain_spk1_snt1.wav"])
+        return Sizes([1, 2], [1], 2, 2, ["en_harvard_speechbrain_spk1_snt1.wav"], True)
     return Sizes(
         [int(x) for x in args.rest_levels.split(",")],
         [int(x) for x in args.live_levels.split(",")],
@@ -304,14 +305,20 @@ class ModelRow:
     stacked: str
 
 
-def rest_throughput(url: str, level: int, minimum: int) -> float:
+def english(short_only: bool) -> list:
+    from tests import corpus
+
+    clips = corpus.english()
+    return [c for c in clips if "short" in c.tags] if short_only else clips
+
+
+def rest_throughput(url: str, level: int, minimum: int, short_only: bool) -> float:
     """Audio seconds per wall second with `level` requests in flight over the English clips."""
     import asyncio
 
     from bench.models import post_all
-    from tests import corpus
 
-    clips = corpus.english()
+    clips = english(short_only)
     count = max(minimum, 2 * level)
     chosen = [clips[i % len(clips)] for i in range(count)]
     _, wall = asyncio.run(post_all(url, chosen, level, lambda c: {}))
@@ -365,21 +372,21 @@ def live_ramp(
     return held
 
 
-def stacked_vs_alone(model: str, device: str, compute: str, windows: int) -> str:
+def stacked_vs_alone(model: str, device: str, compute: str, windows: int, short_only: bool) -> str:
     """One stacked decode of N windows against the same N decoded one at a time."""
     from server.engine.catalog import Catalog
     from server.engine.models import ModelPool
     from server.engine.whisper import DecodeOptions, decode_batch
     from server.settings import Settings
-    from tests import corpus
     from tests.ws_helpers import samples16k
 
     settings = Settings(device=device, compute_type=compute, workers=1)
     loaded = ModelPool(settings, Catalog.for_settings(settings)).load(model)
-    clips = corpus.english()
+    clips = english(short_only)
     audio = [samples16k(clips[i % len(clips)].path) for i in range(windows)]
     options = DecodeOptions(language="en")
-    decode_batch(loaded.model, audio[:1], options)  # kernels and handles first
+    if device == "cuda":
+        decode_batch(loaded.model, audio[:1], options)  # kernels and cuBLAS handles first
     started = time.perf_counter()
     for window in audio:
         decode_batch(loaded.model, [window], options)
@@ -409,7 +416,9 @@ def measure_model(
     try:
         rest = {}
         for level in size.rest_levels:
-            rest[level] = rest_throughput(server.url, level, size.rest_min_requests)
+            rest[level] = rest_throughput(
+                server.url, level, size.rest_min_requests, size.short_only
+            )
             gpu.append(gpu_memory_mb(server.process.pid))
         notes: list[str] = []
         held = None
@@ -421,7 +430,7 @@ def measure_model(
         server.stop()
         for log in tmp.glob("server-*.log"):
             report.log("servers", f"--- {model} {compute} {log.name}\n{log.read_text()[-20000:]}")
-    stacked = stacked_vs_alone(model, device, compute, size.batch_windows)
+    stacked = stacked_vs_alone(model, device, compute, size.batch_windows, size.short_only)
     known = [g for g in gpu if g is not None]
     return ModelRow(
         model, compute, load_s, max(known) if known else None, rss, rest, held, notes, stacked

@@ -24,7 +24,7 @@ from tests.test_rest_support import transcript
 from tests.ws_helpers import CLOSE, RAW16, chunks, pcm16, run_stream, samples16k
 
 NAME = "house-en"
-CLIPS = 6  # the first English clips: 30 s of speech between them
+CLIPS = 4  # the first English clips: 26 s of speech between them
 
 
 def _copy_of_the_embedded_model(target: Path, skip: tuple[str, ...] = ()) -> Path:
