@@ -170,9 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     rel = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
     for part in parts[:-1]:
         print(f'  run(command="ls -l {rel}", carry=["{rel}/{part["name"]}"], timeout_s=60)')
+    check = (
+        "if command -v make >/dev/null; then make gpu-check GPU_CHECK_ARGS='--out $OUT/gpu-check'; "
+        f"else python3 bench/gpu_check.py --bundle {rel} --out $OUT/gpu-check; fi"
+    )
     print(
-        f"  run(command=\"make gpu-check GPU_CHECK_ARGS='--out $OUT/gpu-check'\", "
-        f'carry=["{rel}/{parts[-1]["name"]}", "{rel}/manifest.json"], timeout_s=570)'
+        f'  run(command="{check}", carry=["{rel}/{parts[-1]["name"]}", "{rel}/manifest.json"], '
+        "timeout_s=570)"
     )
     return 0
 
