@@ -168,16 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(pins)} wheels + corpus = {mib:.0f} MiB in {len(parts)} parts under {args.out}")
     print("On a lent GPU machine, from the checkout the session started in, back to back:")
     rel = args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out
-    for part in parts[:-1]:
-        print(f'  run(command="ls -l {rel}", carry=["{rel}/{part["name"]}"], timeout_s=60)')
+    for number, part in enumerate(parts[:-1], 1):
+        print(f'  {number}. command: ls -l {rel}   carry: ["{rel}/{part["name"]}"]   timeout_s: 60')
     check = (
-        "if command -v make >/dev/null; then make gpu-check GPU_CHECK_ARGS='--out $OUT/gpu-check'; "
+        'if command -v make >/dev/null; then make gpu-check GPU_CHECK_ARGS="--out $OUT/gpu-check"; '
         f"else python3 bench/gpu_check.py --bundle {rel} --out $OUT/gpu-check; fi"
     )
-    print(
-        f'  run(command="{check}", carry=["{rel}/{parts[-1]["name"]}", "{rel}/manifest.json"], '
-        "timeout_s=570)"
-    )
+    last = f'["{rel}/{parts[-1]["name"]}", "{rel}/manifest.json"]'
+    print(f"  {len(parts)}. command: {check}\n     carry: {last}   timeout_s: 570")
     return 0
 
 
