@@ -496,7 +496,12 @@ def main(argv: list[str] | None = None) -> int:
     report.facts |= state
     report.steps["setup"] = "ok"
     device, types = ("cpu", ["int8"]) if args.quick else ("cuda", args.compute_types.split(","))
-    models = ["tiny.en"] if args.quick else args.models.split(",")
+    models = args.models.split(",")
+    if args.bundle is not None:  # only the models the bundle carries
+        carried = json.loads((args.bundle / "manifest.json").read_text()).get("models", models)
+        models = [m for m in models if m in carried]
+    if args.quick:
+        models = models[:1]
     report.facts["device"] = device_name(device)
     rows: list[ModelRow] = []
     try:
@@ -509,7 +514,12 @@ def main(argv: list[str] | None = None) -> int:
         deadline = report.started + args.budget_s
         for model in models:
             for index, compute in enumerate(types):
-                row = measure_model(model, compute, device, size, index == 0, deadline, report)
+                try:
+                    row = measure_model(model, compute, device, size, index == 0, deadline, report)
+                except Exception as exc:  # one model failing must not lose the others' rows
+                    report.log("servers", f"--- {model} {compute}: {exc!r}")
+                    report.step(f"table {model} {compute}", f"FAILED: {str(exc)[-300:]}")
+                    continue
                 rows.append(row)
                 report.step(f"table {model} {compute}", "ok")
     except StepFailed as exc:
