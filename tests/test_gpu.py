@@ -10,6 +10,7 @@ accuracy, streams at once, batching (stacked windows read like windows alone), d
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 from collections.abc import Iterator
 
@@ -60,10 +61,18 @@ def device_server(tmp_path_factory) -> Iterator[Server]:
 
 
 def test_the_server_runs_on_the_device_under_test(device_server):
+    """Ready, and on a GPU holding GPU memory (the gauge reads NVML, which the GPU image and
+    the lent machines have)."""
+    assert httpx.get(f"{device_server.url}/readyz", timeout=10).json()["status"] == "ready"
     metrics = httpx.get(f"{device_server.url}/metrics", timeout=10).text
-    assert "openlisten" in metrics
-    logs = device_server.logs()
-    assert "model loading failed" not in logs
+    assert 'openlisten_model_loaded{model="tiny.en"} 1.0' in metrics
+    if DEVICE == "cuda" and importlib.util.find_spec("pynvml") is not None:
+        used = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("openlisten_gpu_memory_used_bytes{")
+        ]
+        assert used and max(used) > 100e6, used
 
 
 def test_rest_wer_on_the_device(device_server):
