@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 SERVE_EXTRAS ?= base
 IMAGE_BASE ?= localhost/openlisten-base:bookworm
+GPU_CHECK_ARGS ?=
+GPU_BUNDLE ?= .gpu
 
-.PHONY: install serve test lint image-base image-cpu image-check image-gpu
+.PHONY: install serve test lint image-base image-cpu image-check image-gpu gpu-check gpu-bundle
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -61,3 +63,19 @@ image-check: $(VENV)/.test-installed image-cpu
 # Heavy (cuBLAS wheel, about 1 GB more): built by hand, not in CI. Runs on a GPU host.
 image-gpu: image-base
 	BASE=$(IMAGE_BASE) docker/build.sh gpu localhost/openlisten:gpu
+
+# The GPU path in one command (bench/gpu_check.py; docs/deploy.md): setup, probe, the gpu-marked
+# tests, the image where buildah is, then the GPU table, all logged to gpu-check-out/. A machine
+# that reaches no package index gets what it needs from the bundle `make gpu-bundle` packs into
+# $(GPU_BUNDLE) (run with the image's python3); a GPU host with PyPI uses the venv and installs
+# the cuda extra. `GPU_CHECK_ARGS=--quick` runs the same steps on the CPU at a small size (CI).
+gpu-check:
+ifneq ($(wildcard $(GPU_BUNDLE)/manifest.json),)
+	python3 bench/gpu_check.py --bundle $(GPU_BUNDLE) $(GPU_CHECK_ARGS)
+else
+	$(MAKE) $(VENV)/.test-installed
+	$(PY) bench/gpu_check.py $(GPU_CHECK_ARGS)
+endif
+
+gpu-bundle: $(VENV)/.test-installed
+	$(PY) bench/gpu_bundle.py --out $(GPU_BUNDLE) $(GPU_BUNDLE_ARGS)

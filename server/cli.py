@@ -130,8 +130,8 @@ async def _transcribe_files(args: argparse.Namespace, settings: Settings) -> int
     if sum(i.spec == "-" for i in items) > 1:
         print("openlisten: error: '-' (stdin) may be given once", file=sys.stderr)
         return 2
-    engine = Engine(settings)
     try:
+        engine = Engine(settings)
         await engine.start()
     except ModelUnavailable as exc:
         print(f"openlisten: error: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import signal
+import sys
 import time
 from types import FrameType
 
@@ -30,6 +31,7 @@ from server import logs
 from server.api.middleware import InFlight
 from server.app import create_app
 from server.connections import with_header_timeout
+from server.engine.catalog import ModelUnavailable
 from server.settings import Settings
 
 log = logging.getLogger("openlisten.shutdown")
@@ -126,7 +128,11 @@ def plain_keys(settings: Settings) -> list[str]:
 def serve(settings: Settings) -> int:
     """Serve until a signal, drain, and return the process exit status (0 after a drain)."""
     logs.configure(settings.log_level, settings.log_format, secrets=plain_keys(settings))
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ModelUnavailable as exc:  # a model directory or alias the operator must fix first
+        print(f"openlisten: error: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -62,6 +62,18 @@ class Settings(BaseSettings):
     preload: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="more models to load at start-up"
     )
+    model_dirs: Annotated[dict[str, Path], NoDecode] = Field(
+        default_factory=dict,
+        description="operator models served by name: CTranslate2 Whisper directories as "
+        "name=dir pairs (env: turbo=/srv/ct2-turbo,...; config file: a [model_dirs] table), "
+        "loaded on first use unless preloaded",
+    )
+    aliases: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="which served model answers a client's model name, over the catalog's "
+        "defaults (env: nova-3=base,flux-general-multi=base; config file: an [aliases] table; "
+        "@default = the default model)",
+    )
     models_dir: Path = Field(default_factory=_default_models_dir)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = "default"
@@ -264,6 +276,20 @@ class Settings(BaseSettings):
             if value.lstrip().startswith("["):
                 return json.loads(value)
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("model_dirs", "aliases", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        """Environment variables carry mappings as `key=value,key=value`; JSON objects work."""
+        if isinstance(value, str):
+            if value.lstrip().startswith("{"):
+                return json.loads(value)
+            pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+            bad = [key for key, sep, target in pairs if not sep or not key.strip()]
+            if bad:
+                raise ValueError(f"expected name=value pairs separated by commas, got {bad[0]!r}")
+            return {key.strip(): target.strip() for key, _, target in pairs}
         return value
 
     @field_validator("outbound_allow_networks")

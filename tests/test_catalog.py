@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
-from server.engine.catalog import Catalog, ModelNotServed, ModelUnavailable, Resolution
+from server.engine.catalog import (
+    Catalog,
+    ModelNotServed,
+    ModelUnavailable,
+    Resolution,
+    model_dir_problems,
+)
 from server.settings import Settings
 
 SERVED = {"tiny.en", "base"}
@@ -111,7 +119,7 @@ def test_operator_paths_and_repos_fail_with_a_clear_message(catalog, tmp_path, m
     with pytest.raises(ModelUnavailable, match="no such directory"):
         store.materialize(store.add_operator_model(str(tmp_path / "missing")))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelUnavailable, match=r"no model\.bin"):
+    with pytest.raises(ModelUnavailable, match=r"missing model\.bin, config\.json"):
         store.materialize(store.add_operator_model(str(tmp_path / "empty")))
     with pytest.raises(ModelUnavailable, match="Hugging Face Hub"):
         store.materialize(store.add_operator_model("some-org/no-such-whisper-repo"))
@@ -122,3 +130,102 @@ def test_operator_directory_is_served_as_is(catalog, tmp_path):
     store = Catalog(catalog.entries, catalog.aliases, catalog.default, tmp_path)
     name = store.add_operator_model(tiny)
     assert store.materialize(name) == os.path.realpath(tiny)
+
+
+def _copy_model(source: str, target: Path, skip: tuple[str, ...] = ()) -> Path:
+    """A real operator directory: the files themselves at another path, never a link."""
+    target.mkdir()
+    for item in Path(source).iterdir():
+        if item.name not in skip:
+            shutil.copyfile(item, target / item.name)
+    return target
+
+
+@pytest.mark.parametrize(
+    "skip,message",
+    [
+        (("tokenizer.json",), r"missing tokenizer\.json\)"),
+        (("vocabulary.txt",), r"missing vocabulary\.json or vocabulary\.txt"),
+        (("config.json", "model.bin"), r"missing model\.bin, config\.json"),
+    ],
+)
+def test_a_directory_that_is_not_a_whisper_model_says_what_is_missing(
+    catalog, tmp_path, skip, message
+):
+    bad = _copy_model(catalog.materialize("tiny.en"), tmp_path / "bad", skip)
+    store = Catalog(catalog.entries, dict(catalog.aliases), catalog.default, tmp_path)
+    with pytest.raises(ModelUnavailable, match=message):
+        store.add_operator_model(f"mine={bad}")
+
+
+def test_weights_of_another_kind_of_model_are_refused(catalog, tmp_path):
+    bad = _copy_model(catalog.materialize("tiny.en"), tmp_path / "bad", ("model.bin",))
+    (bad / "model.bin").write_bytes(b"\x06\x00\x00\x00\x10\x00TransformerSpec\x00" + bytes(64))
+    assert model_dir_problems(bad) == ["model.bin is not CTranslate2 Whisper weights "
+                                       "(spec 'TransformerSpec')"]  # fmt: skip
+    (bad / "model.bin").write_bytes(b"PK\x03\x04 not a model")
+    assert model_dir_problems(bad) == ["model.bin is not a CTranslate2 model file"]
+
+
+def test_operator_directory_is_served_by_its_name_and_aliases(catalog, tmp_path):
+    mine = _copy_model(catalog.materialize("tiny.en"), tmp_path / "mine")
+    settings = Settings(
+        model_dirs={"house-en": str(mine)},
+        aliases={"nova-3": "house-en", "Flux-General-EN": "house-en"},
+    )
+    store = Catalog.for_settings(settings)
+    served = {"tiny.en"}
+    assert store.materialize("house-en") == str(mine.resolve())
+    assert store.resolve("house-en", served, "tiny.en") == Resolution("house-en")
+    assert store.resolve("nova-3", served, "tiny.en") == Resolution("house-en")
+    assert store.resolve("flux-general-en", served, "tiny.en") == Resolution("house-en")
+    assert store.resolve("nova-2", served, "tiny.en") == Resolution("tiny.en")
+    assert store.info("house-en").multilingual is False
+    assert store.languages("house-en") == ["en"] and store.source("house-en") == "directory"
+
+
+def test_default_aliases_map_flux_names(catalog):
+    assert catalog.resolve("flux-general-en", SERVED, "tiny.en") == Resolution("tiny.en")
+    assert catalog.resolve("flux-general-multi", SERVED, "tiny.en") == Resolution("base")
+
+
+def test_an_operator_alias_wins_over_the_whisper_size_rule(catalog, tmp_path):
+    mine = _copy_model(catalog.materialize("tiny.en"), tmp_path / "mine")
+    store = Catalog.for_settings(
+        Settings(model_dirs={"small-ish": str(mine)}, aliases={"whisper-small": "small-ish"})
+    )
+    assert store.resolve("whisper-small", SERVED, "tiny.en") == Resolution("small-ish")
+
+
+def test_an_alias_to_nothing_is_refused_at_start():
+    with pytest.raises(ModelUnavailable, match="alias 'nova-3' maps to 'tiny-en'"):
+        Catalog.for_settings(Settings(aliases={"nova-3": "tiny-en"}))
+
+
+def test_a_name_taken_by_the_catalog_cannot_be_reused(catalog, tmp_path):
+    mine = _copy_model(catalog.materialize("tiny.en"), tmp_path / "mine")
+    store = Catalog(catalog.entries, dict(catalog.aliases), catalog.default, tmp_path)
+    with pytest.raises(ModelUnavailable, match="is a catalog model"):
+        store.add_operator_model(f"base={mine}")
+
+
+def test_mappings_come_from_the_environment_as_pairs(monkeypatch):
+    monkeypatch.setenv("OPENLISTEN_ALIASES", "nova-3=base, flux-general-multi=base")
+    monkeypatch.setenv("OPENLISTEN_MODEL_DIRS", '{"turbo": "/srv/turbo"}')
+    settings = Settings()
+    assert settings.aliases == {"nova-3": "base", "flux-general-multi": "base"}
+    assert settings.model_dirs == {"turbo": Path("/srv/turbo")}
+    monkeypatch.setenv("OPENLISTEN_ALIASES", "nova-3")
+    with pytest.raises(ValueError, match="name=value"):
+        Settings()
+
+
+def test_mappings_come_from_the_config_file_as_tables(tmp_path, catalog):
+    mine = _copy_model(catalog.materialize("tiny.en"), tmp_path / "mine")
+    config = tmp_path / "openlisten.toml"
+    config.write_text(
+        f'[model_dirs]\nhouse = "{mine}"\n\n[aliases]\n"nova-3" = "house"\n"enhanced" = "base"\n'
+    )
+    store = Catalog.for_settings(Settings(config=config))
+    assert store.resolve("nova-3", SERVED, "tiny.en") == Resolution("house")
+    assert store.resolve("enhanced", SERVED, "tiny.en") == Resolution("base")

@@ -40,25 +40,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/v1/models", dependencies=[Depends(authorize)])
 async def models(request: Request) -> dict:
-    engine = request.app.state.engine
-    served = sorted(engine.pool.served)
-    return {
-        "default": engine.default_model,
-        "models": [
-            {
-                **engine.catalog.info(name).as_deepgram(),
-                "uuid": engine.catalog.info(name).uuid,
-                "loaded": True,
-                "default": name == engine.default_model,
-            }
-            for name in served
-        ],
-        "aliases": {
-            alias: (engine.default_model if target == "@default" else target)
-            for alias, target in engine.catalog.aliases.items()
-            if alias
-        },
-    }
+    return request.app.state.engine.describe_models()
 
 
 @router.get("/metrics")

@@ -61,11 +61,10 @@ __all__ = [
 class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.catalog = Catalog.load(settings.models_dir)
+        self.catalog = Catalog.for_settings(settings)
         self.pool = ModelPool(settings, self.catalog)
         self.default_model = self.catalog.add_operator_model(settings.model)
-        for name in settings.preload:
-            self.catalog.add_operator_model(name)
+        self.preload = [self.catalog.add_operator_model(name) for name in settings.preload]
         on_gpu = settings.resolved_device == "cuda"
         self.scheduler = Scheduler(
             self._run,
@@ -107,7 +106,7 @@ class Engine:
     def load(self) -> None:
         """Load and warm every model to serve; blocking, run before saying ready."""
         one_blas_thread()  # the same features on any number of cores
-        for name in [self.default_model, *self.settings.preload]:
+        for name in [self.default_model, *self.preload]:
             self.pool.load(name)
         self.scheduler.start()
         self.ready = True
@@ -122,6 +121,37 @@ class Engine:
     # --- models ------------------------------------------------------------------------------
     def resolve_model(self, requested: str | None) -> Resolution:
         return self.catalog.resolve(requested, self.pool.served, self.default_model)
+
+    def describe_models(self) -> dict:
+        """`/v1/models`: each served model with its languages and where it comes from, the
+        installed ones loaded on first use, and what every alias answers with right now."""
+        served = self.pool.served
+        names = sorted(served | {n for n in self.catalog.loadable()})
+        models = []
+        for name in names:
+            info = self.catalog.info(name)
+            loaded = self.pool.get(name)
+            models.append(
+                {
+                    **info.as_deepgram(),
+                    "uuid": info.uuid,
+                    "source": self.catalog.source(name),
+                    "languages": (
+                        list(loaded.model.supported_languages)
+                        if loaded is not None
+                        else self.catalog.languages(name)
+                    ),
+                    "loaded": loaded is not None,
+                    "default": name == self.default_model,
+                }
+            )
+        aliases = {}
+        for alias in sorted(a for a in self.catalog.aliases if a):
+            try:
+                aliases[alias] = self.resolve_model(alias).name
+            except ModelNotServed:
+                continue
+        return {"default": self.default_model, "models": models, "aliases": aliases}
 
     async def model(self, name: str) -> LoadedModel:
         """A loaded model; installed catalog models not preloaded are loaded on first use."""

