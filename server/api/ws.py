@@ -51,7 +51,7 @@ async def _speakers(params: ListenParams, engine: Engine) -> SpeakerHints | None
     return SpeakerHints(params.num_speakers, params.min_speakers, params.max_speakers)
 
 
-def _admit_stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
+def admit_stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
     """Past the shared gate: a free stream slot and room in the inference queue."""
     if len(ws.app.state.streams) >= settings.ws_max_streams:
         raise Busy(
@@ -119,7 +119,7 @@ async def listen(ws: WebSocket) -> None:
     engine: Engine = app.state.engine
     request_id: str = ws.scope.get("state", {}).get("request_id") or ""
     params = parse(ws.query_params, param_limits(settings))
-    _admit_stream(ws, engine, settings)
+    admit_stream(ws, engine, settings)
     if params.callback:  # refused at the handshake, as REST refuses it before the 200
         await app.state.callbacks.check_callback(params.callback)
     spec, adapter = await _spec(params, engine, settings, request_id)
