@@ -105,6 +105,7 @@ class FluxAdapter(Adapter):
         self._pause: _Pause | None = None
         self._judging: set[asyncio.Task] = set()
         self._said = _Said()
+        self._refusal = ""
 
     # --- out ---------------------------------------------------------------------------------
     def _send(self, events: list[TurnEvent]) -> None:
@@ -217,14 +218,11 @@ class FluxAdapter(Adapter):
         if kind == "Configure":
             self._configure(message)
             return "continue"
-        self.session.put(
-            flux.error(
-                "UNPARSABLE_CLIENT_MESSAGE",
-                "expected a JSON text message with a 'type' of Configure, ForceEndTurn or "
-                f"CloseStream; got {text[:200]!r}",
-            )
+        self._refusal = (
+            "expected a JSON text message with a 'type' of Configure, ForceEndTurn or "
+            f"CloseStream; got {text[:200]!r}"
         )
-        return "refuse"
+        return "refuse"  # the Error comes after the last results, then the close
 
     def _configure(self, message: dict[str, Any]) -> None:
         """All or nothing: a bad field fails the whole message and changes nothing; omitted
@@ -317,7 +315,7 @@ class FluxAdapter(Adapter):
     # --- ends --------------------------------------------------------------------------------
     def failure(self, kind: Failure, description: str) -> dict[str, Any] | None:
         if kind == "client":
-            return None  # said already, in its own words
+            description = self._refusal
         return flux.error(CODES[kind], description)
 
     def closing(self) -> list[dict[str, Any]]:

@@ -152,6 +152,11 @@ class Channel:
         return self._buffer.end
 
     @property
+    def busy(self) -> bool:
+        """Audio received is still being endpointed, judged or made final."""
+        return bool(self._pending) or self._hold is not None or bool(self._finals)
+
+    @property
     def position(self) -> int:
         """How far the endpointer has heard (behind `received` while held)."""
         return self._endpointer.frames * FRAME
@@ -184,6 +189,20 @@ class Channel:
         if self._hold is until:
             self._hold = None
             self._advance()
+
+    async def drain(self) -> None:
+        """Endpoint every frame received, each hold honoured (a stream's end decides its
+        last turns as if the audio had gone on arriving, not by how fast it was judged)."""
+        while self._hold is not None or self._pending:
+            hold = self._hold
+            if hold is None:
+                self._advance()
+                continue
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(hold)
+            await asyncio.sleep(0)  # its release (a done callback) runs first
+            if self._hold is hold:  # cancelled without releasing: nothing holds any more
+                self._hold = None
 
     def audio(self, begin: int, end: int) -> np.ndarray:
         """The samples [begin, end) still held (see `retain_s`)."""

@@ -337,14 +337,13 @@ class Session:
             if outcome == "disconnect":
                 return
             if outcome == "idle":
-                self._fail("idle", NET_0001)
-                await self._end(CLOSE_TIMEOUT, NET_0001, closing=False)
+                await self._end(CLOSE_TIMEOUT, NET_0001, closing=False, failure="idle")
             elif outcome == "keepalive":
                 reason = KEEPALIVE_ONLY.format(seconds=self.spec.keepalive_only_timeout_s)
-                self._fail("keepalive", reason)
-                await self._end(CLOSE_TIMEOUT, reason, closing=True)
+                await self._end(CLOSE_TIMEOUT, reason, closing=True, failure="keepalive")
             elif outcome == "refuse":
-                await self._end(CLOSE_DATA, "unparsable client message", closing=False)
+                reason = "the client sent a message this protocol does not have"
+                await self._end(CLOSE_DATA, reason, closing=False, failure="client")
             else:
                 await self._end(CLOSE_NORMAL, "", closing=True)
         finally:
@@ -375,7 +374,11 @@ class Session:
                 receive.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await receive
-                return "stop" if stop_wait in done else "idle"
+                if stop_wait in done:
+                    return "stop"
+                if any(channel.busy for channel in self.channels):
+                    continue  # the wait is ours: the idle clock starts once we caught up
+                return "idle"
             message = receive.result()
             if message["type"] == "websocket.disconnect":
                 return "disconnect"
@@ -399,17 +402,23 @@ class Session:
         await self.decoder.settle()
         return [channel.flush(from_finalize=from_finalize) for channel in channels]
 
-    async def _end(self, code: int, reason: str, *, closing: bool) -> None:
-        """Flush finals, then (optionally) the adapter's closing messages, then the close."""
+    async def _end(
+        self, code: int, reason: str, *, closing: bool, failure: Failure | None = None
+    ) -> None:
+        """Flush finals, then why it ended badly (`failure`, with `reason`), then (optionally)
+        the adapter's closing messages, then the close."""
         if self._error is None and self._failure is None:
             await self.decoder.finish()
+            for channel in self.channels:  # held pauses judged first (bounded by the deadline)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(channel.drain(), self.spec.close_deadline_s)
+        fail: tuple[Failure, str] | None = None if failure is None else (failure, reason)
         if self._error is not None:
             code, reason = CLOSE_DATA, f"{DATA_0000}: {self._error}"
-            closing = False
-            self._fail("data", str(self._error))
+            closing, fail = False, ("data", str(self._error))
         if self._failure is not None:
             # A channel can send no more finals: say so at once instead of waiting for them.
-            code, reason, closing = CLOSE_UNFINISHED, FAILED, False
+            code, reason, closing, fail = CLOSE_UNFINISHED, FAILED, False, None
             self._fail("internal", f"{FAILED}: {type(self._failure).__name__}")
             pending = []
         else:
@@ -418,8 +427,10 @@ class Session:
             # Never lose audio silently: say that (and how much) was left untranscribed.
             left = self.backlog_s
             log.warning("stream closed unfinished", extra={"untranscribed_s": round(left, 2)})
-            self._fail("incomplete", f"{UNFINISHED}: {left:.1f} s were not transcribed in time")
+            fail = ("incomplete", f"{UNFINISHED}: {left:.1f} s were not transcribed in time")
             code, reason, closing = CLOSE_UNFINISHED, UNFINISHED, False
+        if fail is not None:  # after the last results: the error is the last word
+            self._fail(*fail)
         if closing:
             for message in self.adapter.closing():
                 self.outbox.put(message)
