@@ -78,8 +78,8 @@ class TurnModel:
             self._session = ort.InferenceSession(
                 str(path), options, providers=["CPUExecutionProvider"]
             )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise TurnModelUnavailable(f"cannot load {path.name}: {exc}") from exc
+        except Exception as exc:  # onnxruntime raises its own types, with paths in the text
+            raise TurnModelUnavailable(f"cannot load {path.name}: not an ONNX model") from exc
         inputs = {i.name: i.shape for i in self._session.get_inputs()}
         outputs = [o.name for o in self._session.get_outputs()]
         shape = inputs.get("input_features")
