@@ -73,14 +73,22 @@ def normalize(text: str) -> str:
     return _normalizer()(text)
 
 
-def wer(references: list[str], hypotheses: list[str]) -> float:
-    """Corpus WER (percent) after Whisper's English normaliser, the field's usual scoring."""
+def _pairs(references: list[str], hypotheses: list[str]) -> tuple[list[str], list[str]]:
     refs = [normalize(r) for r in references]
     hyps = [normalize(h) for h in hypotheses]
     pairs = [(r, h) for r, h in zip(refs, hyps, strict=True) if r.strip()]
-    return 100.0 * jiwer.wer(
-        [r for r, _ in pairs], [h if h.strip() else "<empty>" for _, h in pairs]
-    )
+    return [r for r, _ in pairs], [h if h.strip() else "<empty>" for _, h in pairs]
+
+
+def wer(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus WER (percent) after Whisper's English normaliser, the field's usual scoring."""
+    return 100.0 * jiwer.wer(*_pairs(references, hypotheses))
+
+
+def errors(references: list[str], hypotheses: list[str]) -> int:
+    """Word errors (substitutions, deletions, insertions) behind `wer`."""
+    out = jiwer.process_words(*_pairs(references, hypotheses))
+    return out.substitutions + out.deletions + out.insertions
 
 
 def direct_options(settings, **extra) -> dict:

@@ -36,6 +36,7 @@ STREAM_CLIPS = [
     "en_timit_LDC93S1.wav",
 ]
 PACE = 0.025  # 100 ms of audio every 25 ms: 4x real time
+WAVES, WARM_WAVES = 5, 3  # overload waves; the first ones reach the allocator's steady state
 
 
 def clips(names: list[str]) -> list[corpus.Clip]:
@@ -139,7 +140,14 @@ class RssSampler:
 
 
 def test_overload_admits_what_fits_and_refuses_the_rest(server_factory) -> None:
-    """Capacity: 4 queued windows + a batch of 2 running; 24 one-window clients at once, 3 times."""
+    """Capacity: 4 queued windows + a batch of 2 running; 24 one-window clients at once, 5 times.
+
+    Memory must settle, not merely stay small: the allocator reaches its working set over the
+    first waves (how fast depends on how the machine's speed overlaps the decodes: one fast
+    machine peaked 569, 637, 626 MiB), so the high-water mark of the first three waves is the
+    steady state, and a leak shows as the last two rising past it. Refused requests held
+    anywhere would cost some 20 MiB a wave (24 bodies and their decoded audio): past the
+    margin by the fifth wave."""
     (clip,) = clips(["en_librispeech_1995-1837-0001.wav"])
     srv = server_factory("--batch-size", "2", "--queue-max", "4", "--queue-max-wait-s", "4")
     body = clip.path.read_bytes()
@@ -159,7 +167,7 @@ def test_overload_admits_what_fits_and_refuses_the_rest(server_factory) -> None:
     peaks: list[int] = []
     idle = rss_bytes(srv.process.pid)
     with RssSampler(srv.process.pid) as rss:
-        for _ in range(3):
+        for _ in range(WAVES):
             rss.reset()
             replies = asyncio.run(wave())
             peaks.append(rss.peak())
@@ -175,4 +183,5 @@ def test_overload_admits_what_fits_and_refuses_the_rest(server_factory) -> None:
     mib = 1024 * 1024
     print(f"\nRSS idle {idle / mib:.0f} MiB, peaks per wave {[round(p / mib) for p in peaks]} MiB")
     assert max(peaks) - idle < 512 * mib  # bounded: refused requests are not held anywhere
-    assert max(peaks[1:]) <= peaks[0] + 64 * mib  # and it does not grow wave after wave
+    settled = max(peaks[:WARM_WAVES])
+    assert max(peaks[WARM_WAVES:]) <= settled + 32 * mib, peaks  # and it does not keep growing

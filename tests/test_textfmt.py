@@ -396,3 +396,10 @@ def test_a_card_number_cut_across_stream_results_is_redacted_in_each():
     assert [t.text for t in following] == ["[CREDIT_CARD_1]."]
     # A whole transcript (REST) does not guess: four digits are not a card number.
     assert "CREDIT_CARD" not in join([t.text for t in shape(first, options)])
+
+
+def test_a_hesitation_or_an_oh_does_not_split_a_number():
+    pieces = " card| is| 4539,| um,| 1488| oh| 343| 6467| thanks"
+    text = plain(pieces, redact=frozenset({"pci"}))
+    assert text == "card is [CREDIT_CARD_1] thanks", text
+    assert plain(" oh| well", redact=frozenset({"aggressive_numbers"})) == "oh well"

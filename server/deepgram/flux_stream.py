@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from server.deepgram import flux
+from server.deepgram import flux, live
 from server.deepgram.flux_params import (
     MODEL_MULTI,
     ParamError,
@@ -53,6 +53,7 @@ CODES: dict[Failure, str] = {
     "incomplete": "INCOMPLETE",
     "client": "UNPARSABLE_CLIENT_MESSAGE",
 }
+HELD_BACK = {"StartOfTurn", "Update", "TurnResumed"}  # a turn still open (redaction)
 CONFIGURE_FIELDS = {
     "type",
     "thresholds",
@@ -114,9 +115,15 @@ class FluxAdapter(Adapter):
         if detected and detected != text.language:
             text = replace(text, language=detected)
         for event in events:
+            shown = event
+            if text.redact and event.event in HELD_BACK:
+                # Redaction: an open turn shows no number that may still grow (as v1 interims).
+                cut = live.undecided_from(event.words, text)
+                if cut is not None:
+                    shown = replace(event, words=event.words[:cut])
             self.session.put(
                 flux.turn_info(
-                    event,
+                    shown,
                     request_id=self.spec.request_id,
                     text=text,
                     context=tuple(self._said.words),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from server.deepgram import response
-from server.deepgram.text import TextOptions
+from server.deepgram.text import TextOptions, holdback
 from server.deepgram.text import search as search_words
 from server.engine import ModelInfo, Word
 from server.streaming.results import (
@@ -92,6 +92,12 @@ def results(
             **({"extra": dict(extra)} if extra else {}),
         },
     }
+
+
+def undecided_from(words: Sequence[StreamWord], text: TextOptions) -> int | None:
+    """Where a stream's words end inside a number redaction cannot judge yet (see
+    `text.holdback`)."""
+    return holdback.undecided_from([_word(w) for w in words], text)
 
 
 def _word(word: StreamWord) -> Word:

@@ -9,8 +9,9 @@ the `Metadata` that closes a stream that ended well, and the `Error` variants fo
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from server.deepgram import live
@@ -18,6 +19,7 @@ from server.deepgram.text import TextOptions
 from server.engine import ModelInfo
 from server.errors import KeytermLimitExceeded, ServiceError
 from server.streaming.channel import Channel
+from server.streaming.holdback import Holdback
 from server.streaming.results import StreamEvent, StreamResult, StreamWord
 from server.streaming.session import Adapter, Control, Failure
 from server.vad import SAMPLE_RATE
@@ -65,19 +67,42 @@ class LiveAdapter(Adapter):
         # Each channel's last final words: the context text shaping needs for a number cut
         # across results (redaction).
         self._said: dict[int, deque[StreamWord]] = {}
+        self._holds: dict[int, Holdback] = {}  # per channel: finals ending inside a number
 
     # --- results -----------------------------------------------------------------------------
     def result(self, event: StreamEvent) -> None:
+        # Redaction: words ending inside a number still being said wait (streaming/holdback.py).
+        hold = self._holds.get(event.channel)
+        if hold is None:
+            undecided = partial(self._undecided, event.channel)
+            hold = self._holds[event.channel] = Holdback(undecided)
+        for out in hold.push(event):
+            self._send(out)
+
+    def settled(self) -> None:
+        for hold in self._holds.values():  # numbers said last are decided by the end
+            for event in hold.finish():
+                self._send(event)
+
+    def _text(self, channel: int) -> TextOptions:
+        """The channel's text shaping; with language detection, numbers are spoken in the
+        language that was detected."""
+        text = self.text
+        detected = self.session.detected(channel)
+        return replace(text, language=detected) if detected and detected != text.language else text
+
+    def _undecided(self, channel: int, words: Sequence[StreamWord]) -> int | None:
+        return live.undecided_from(words, self._text(channel))
+
+    def _send(self, event: StreamEvent) -> None:
         session = self.session
         said = None
         text = self.text
         detected = None
         if isinstance(event, StreamResult):
             said = self._said.setdefault(event.channel, deque(maxlen=CONTEXT_WORDS))
-            # With language detection, numbers are spoken in the language that was detected.
             detected = session.detected(event.channel)
-            if detected and detected != text.language:
-                text = replace(text, language=detected)
+            text = self._text(event.channel)
         session.put(
             live.message(
                 event,

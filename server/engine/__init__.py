@@ -32,7 +32,14 @@ from server.engine.scheduler import (
     Scheduler,
     SchedulerConfig,
 )
-from server.engine.whisper import DecodeOptions, Segment, Word, decode_batch, detect_language
+from server.engine.whisper import (
+    DecodeOptions,
+    Segment,
+    Word,
+    decode_batch,
+    detect_language,
+    one_blas_thread,
+)
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,6 +106,7 @@ class Engine:
     # --- lifecycle ---------------------------------------------------------------------------
     def load(self) -> None:
         """Load and warm every model to serve; blocking, run before saying ready."""
+        one_blas_thread()  # the same features on any number of cores
         for name in [self.default_model, *self.settings.preload]:
             self.pool.load(name)
         self.scheduler.start()

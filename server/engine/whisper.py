@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import ctranslate2
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from server.engine.fw import (
     Tokenizer,
@@ -115,6 +116,20 @@ def _extractor(model: WhisperModel) -> Callable[[np.ndarray], np.ndarray]:
     return extractor
 
 
+def one_blas_thread() -> None:
+    """Every BLAS product in this process on one thread, from now on.
+
+    A BLAS library splits a product over as many threads as the process may use cores (or as
+    OMP_NUM_THREADS / OPENBLAS_NUM_THREADS say), and how it splits decides the order of the
+    sums: the mel features' last bits, and now and then a word, followed `taskset`. One thread
+    gives the same bits on any machine whatever its cores. Process-wide, not around each call:
+    the limit is global to the library, so a scoped limit on one worker thread would be undone
+    by another's leaving. Nothing else here leans on BLAS threads (the encoder is
+    CTranslate2's, VAD and the speaker model onnxruntime's); the engine's workers already run
+    decodes side by side, so a threaded product only oversubscribed the cores."""
+    threadpool_limits(1, user_api="blas")
+
+
 def features_for(model: WhisperModel, window: np.ndarray) -> np.ndarray:
     """Log-mel features padded to the full 30 s frame, as the encoder expects.
 
@@ -122,7 +137,8 @@ def features_for(model: WhisperModel, window: np.ndarray) -> np.ndarray:
     differently with the number of threads it splits over (which follows the cores a process
     may use): the last bits of the features, and then now and then a word, changed with the
     machine (tests/test_determinism.py). Done in float64 and rounded to float32 afterwards,
-    the features are the same on any number of cores.
+    the features are the same on any number of cores; one BLAS thread (`one_blas_thread`)
+    makes them so by construction, and float64 keeps them close across CPU kernels too.
     """
     features = _extractor(model)(window)[..., :-1].astype(np.float32)
     return pad_or_trim(features)

@@ -118,6 +118,9 @@ class Adapter:
         """The message that says why the stream ends badly (None: say nothing)."""
         return None
 
+    def settled(self) -> None:
+        """The last finals are in (or will not come): send anything still held back."""
+
     def closing(self) -> list[dict[str, Any]]:
         """What goes out after the last results of a stream that ends well."""
         return []
@@ -429,6 +432,7 @@ class Session:
             log.warning("stream closed unfinished", extra={"untranscribed_s": round(left, 2)})
             fail = ("incomplete", f"{UNFINISHED}: {left:.1f} s were not transcribed in time")
             code, reason, closing = CLOSE_UNFINISHED, UNFINISHED, False
+        self.adapter.settled()
         if fail is not None:  # after the last results: the error is the last word
             self._fail(*fail)
         if closing:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from server.deepgram.text.rewrites import FILLERS
 from server.deepgram.text.tokens import Token, merge, split_edges
 
 REDACT_NUMBERS = {"numbers", "true", "aggressive_numbers", "numerical_pii"}
@@ -46,28 +47,46 @@ def luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _digits_of(token: Token) -> str:
-    return re.sub(r"\D", "", token.text) if not token.atomic else ""
+# Said inside a number without ending it: hesitations ("four one, um, one one"), and "oh" for
+# a zero ("four oh one").
+ZERO_WORDS = {"oh", "o"}
+BRIDGES = FILLERS | ZERO_WORDS
+
+
+def digits_of(token: Token) -> str:
+    """The digits a token says ("oh" is a zero); '' for a word or a redaction."""
+    if token.atomic:
+        return ""
+    if token.bare in ZERO_WORDS:
+        return "0"
+    return re.sub(r"\D", "", token.text)
 
 
 def _near(tokens: Sequence[Token], i: int, words: set[str], back: int = 6) -> bool:
     return any(t.bare in words for t in tokens[max(0, i - back) : i])
 
 
-def _numeric_runs(tokens: Sequence[Token]) -> list[tuple[int, int, str]]:
+def numeric_runs(tokens: Sequence[Token]) -> list[tuple[int, int, str]]:
     """Maximal runs of tokens holding digits: (start, end, digits). Punctuation between them
     does not end a run: Whisper puts a full stop wherever a speaker pauses between the groups
-    of a card number."""
+    of a card number; nor does a hesitation. A lone "oh" is a word, not a number."""
     runs, i = [], 0
     while i < len(tokens):
-        if _digits_of(tokens[i]):
-            j = i
-            while j < len(tokens) and _digits_of(tokens[j]):
-                j += 1
-            runs.append((i, j, "".join(_digits_of(t) for t in tokens[i:j])))
-            i = j
-        else:
+        if not digits_of(tokens[i]):
             i += 1
+            continue
+        j = end = i + 1
+        while j < len(tokens) and not tokens[j].atomic:
+            if digits_of(tokens[j]):
+                end = j = j + 1
+            elif tokens[j].bare in BRIDGES:
+                j += 1
+            else:
+                break
+        run = tokens[i:end]
+        if any(t.bare not in ZERO_WORDS for t in run):
+            runs.append((i, end, "".join(digits_of(t) for t in run)))
+        i = end
     return runs
 
 
@@ -126,7 +145,7 @@ def redact(
     offset = len(context)
     counts: dict[str, int] = {}
     spans: list[tuple[int, int, str]] = []
-    for start, end, digits in _numeric_runs(everything):
+    for start, end, digits in numeric_runs(everything):
         if end <= offset:
             continue
         partial = start < offset or (open_end and end == len(everything))
