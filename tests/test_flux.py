@@ -421,7 +421,10 @@ def test_configure_is_answered_once_each_and_keeps_omitted_fields(server):
         json.dumps({"type": "Configure", "bogus": 1}),
         json.dumps({"type": "CloseStream"}),
     ]
-    result = asyncio.run(run_stream(flux_url(server), messages, timeout=60))
+    result = asyncio.run(run_stream(flux_url(server, "&frobnicate=1"), messages, timeout=60))
+    warnings = [m for m in result.messages if m["type"] == "Warning"]
+    assert [w["code"] for w in warnings] == ["UNKNOWN_PARAMETER"]
+    assert "frobnicate" in warnings[0]["description"]
     answers = [m for m in result.messages if m["type"].startswith("Configure")]
     assert [m["type"] for m in answers] == [
         "ConfigureSuccess",
@@ -468,10 +471,26 @@ def test_force_end_turn_ends_the_turn_as_manual_and_pings_are_answered(server):
                 log.append(json.loads(message))
         return log
 
+    before = metric_values(server)
     log = asyncio.run(main())
+    after = metric_values(server)
     ends = check_order(log)
     assert [e["trigger"] for e in ends] == ["manual"]
     assert "fellow" in ends[0]["transcript"].lower()
+    # Flux decodes are the shared engine's: its final decodes and stream audio are counted
+    final = 'openlisten_queue_wait_seconds_count{priority="stream_final"}'
+    audio = 'openlisten_audio_seconds_total{kind="stream"}'
+    assert after[final] > before.get(final, 0.0)
+    assert after[audio] - before.get(audio, 0.0) >= 3.9
+
+
+def metric_values(server) -> dict[str, float]:
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 def test_without_the_turn_model_flux_is_refused_and_the_rest_works(server_factory, tmp_path):

@@ -196,3 +196,22 @@ def test_flux_query_defaults_and_ranges():
     assert listen.language == "es" and listen.keyterms == ["Deepgram"]
     assert listen.redact == {"numbers"}
     assert [n.parameter for n in params.warnings] == ["frobnicate"]
+
+
+def test_turn_text_is_shaped_as_v1_and_rest_shape_it():
+    """numerals, profanity_filter and redact read the same on a turn as on a v1 result."""
+    spoken = words(("call", 0.0), ("me", 0.4), ("at", 0.8), ("twenty", 1.2), ("five", 1.6))
+    event = TurnEvent("EndOfTurn", 0, 0.0, 2.0, spoken, 0.9, "model")
+    plain = flux.turn_info(event, request_id="r", text=TextOptions(punctuate=True))
+    digits = flux.turn_info(event, request_id="r", text=TextOptions(punctuate=True, numerals=True))
+    said = ("my", "number", "is", "five", "five", "five", "one", "two", "three", "four")
+    number = TurnEvent(
+        "EndOfTurn", 0, 0.0, 5.0, words(*[(w, i * 0.4) for i, w in enumerate(said)]), 0.9, "model"
+    )
+    hidden = flux.turn_info(
+        number, request_id="r", text=TextOptions(punctuate=True, redact=frozenset({"numbers"}))
+    )
+    assert plain["transcript"] == "Call me at twenty five"
+    assert digits["transcript"] == "Call me at 25"
+    assert hidden["transcript"] == "My number is [NUMERICAL_PII_1]"
+    assert plain["trigger"] == "model" and all(w["start"] < w["end"] for w in plain["words"])
