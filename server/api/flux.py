@@ -57,7 +57,7 @@ def flux_config(prepared: Prepared, params: FluxParams, settings: Settings) -> S
         utterance_end_ms=None,
         vad_events=False,
         vad_threshold=settings.vad_threshold,
-        interim_step_s=settings.ws_interim_step_s,
+        interim_step_s=settings.flux_interim_step_s,
         max_utterance_s=settings.ws_max_utterance_s,
         silence_final_s=0.0,
         final_options=final,
