@@ -17,7 +17,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketState
 
-from server.api import health, openai, rest, web, ws
+from server.api import flux, health, openai, rest, web, ws
 from server.api.bodyguard import BodyDeadline
 from server.api.errors import ApiError, render_error, routing_error
 from server.api.middleware import RequestContext
@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(web.router)
     app.mount("/web", web.static_files(), name="web")
     app.include_router(ws.router)
+    app.include_router(flux.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

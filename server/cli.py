@@ -115,7 +115,7 @@ async def _transcribe_files(args: argparse.Namespace, settings: Settings) -> int
     from tqdm import tqdm
 
     from server.api.errors import new_request_id
-    from server.api.params import parse
+    from server.deepgram.params import parse
     from server.engine import Engine, ModelUnavailable
     from server.errors import ServiceError, Unavailable
     from server.service import transcribe_source

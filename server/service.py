@@ -11,35 +11,22 @@ import time
 from typing import Any, BinaryIO
 
 from server import logs, metrics
-from server.api.params import ListenParams
 from server.audio.decode import (
     AudioError,
     AudioTooLong,
     DecodedAudio,
     DecodeLimits,
     RawFormat,
-    check_encoding,
     decode,
 )
 from server.deepgram import response
-from server.deepgram.text import FILLER_PROMPT
+from server.deepgram.params import ListenParams
+from server.deepgram.prepare import prepare, raw_format
 from server.diarize import SpeakerHints
 from server.engine import Engine
-from server.engine.whisper import suppress_ids
-from server.errors import InvalidParameter, InvalidRequest
-from server.language import choose_language
+from server.errors import InvalidRequest
 from server.notices import Notices
 from server.prerecorded import TranscribeRequest, transcribe
-
-
-def raw_format(params: ListenParams) -> RawFormat | None:
-    try:
-        raw = check_encoding(params.encoding, params.sample_rate)
-    except AudioError as exc:
-        raise InvalidParameter(str(exc)) from exc
-    if raw is not None:
-        raw = RawFormat(raw.encoding, raw.sample_rate, params.channels)
-    return raw
 
 
 def decode_limits(engine: Engine) -> DecodeLimits:
@@ -83,22 +70,6 @@ def account(kind: str, model: str, audio: DecodedAudio, started: float) -> None:
         metrics.REAL_TIME_FACTOR.observe(elapsed / audio.duration)
 
 
-async def suppressed_tokens(engine: Engine, model: str, params: ListenParams) -> tuple[int, ...]:
-    """Token ids for `keywords=word:-N`; a word no single token spells is refused, since
-    suppressing its first token would suppress other words too."""
-    if not params.suppress:
-        return ()
-    loaded = await engine.model(model)
-    ids, unsupported = suppress_ids(loaded.model, params.suppress)
-    if unsupported:
-        raise InvalidParameter(
-            "keywords with a negative intensifier can only suppress a word the model writes as "
-            f"one token; cannot suppress: {', '.join(unsupported)}",
-            param="keywords",
-        )
-    return ids
-
-
 async def transcribe_source(
     engine: Engine,
     source: bytes | BinaryIO,
@@ -109,42 +80,32 @@ async def transcribe_source(
     """Decode, transcribe and shape one input; raises a ServiceError for anything that fails."""
     started = time.monotonic()
     raw = raw_format(params)
-    resolution = engine.resolve_model(params.model)
-    loaded = await engine.model(resolution.name)
-    language = choose_language(
-        params.language,
-        params.detect_language,
-        model=resolution.name,
-        multilingual=loaded.multilingual,
-    )
-    suppress = await suppressed_tokens(engine, resolution.name, params)
+    prepared = await prepare(engine, params)
     audio = await decode_input(engine, source, raw, mono=not params.multichannel)
     transcript = await transcribe(
         engine,
         audio,
         TranscribeRequest(
-            model=resolution.name,
-            language=language,
-            keyterms=params.keyterms,
-            suppress_tokens=suppress,
-            prompt=FILLER_PROMPT if params.filler_words else None,
+            model=prepared.model,
+            language=prepared.language,
+            keyterms=list(prepared.keyterms),
+            suppress_tokens=prepared.suppress_tokens,
+            prompt=prepared.prompt,
             multichannel=params.multichannel,
             diarize=params.diarize,
             speakers=SpeakerHints(params.num_speakers, params.min_speakers, params.max_speakers),
         ),
     )
     notices = Notices()
-    notices.extend(params.warnings)
-    if resolution.warning:
-        notices.add("model", resolution.warning, "model_fallback")
+    notices.extend(prepared.notices)
     notices.extend(transcript.notices)
-    account("rest", resolution.name, audio, started)
+    account("rest", prepared.model, audio, started)
     meta = response.metadata(
         request_id=request_id,
         sha256=sha256,
         duration=transcript.duration,
         channels=transcript.audio_channels,
-        model=loaded.info,
+        model=prepared.info,
         warnings=notices.as_dicts(),
         tags=params.tags,
         extra=params.extra,

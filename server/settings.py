@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     turn_model_threads: int = Field(
         default=1, ge=1, le=16, description="onnxruntime threads per end-of-turn decision"
     )
+    flux_interim_step_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="new audio between the decodes behind a Flux turn's Updates (Updates go "
+        "out every 0.25 s of audio with the newest words decoded)",
+    )
 
     # --- scheduler -----------------------------------------------------------------------------
     batch_size: int = Field(default=8, ge=1, description="most windows in one inference batch")

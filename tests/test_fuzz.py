@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.api.body import json_object
-from server.api.params import ParamError, ParamLimits, parse
 from server.audio.decode import AudioError, DecodeLimits, RawFormat, decode
 from server.audio.stream import ContainerStreamDecoder, RawStreamDecoder
+from server.deepgram.params import ParamError, ParamLimits, parse
 from server.errors import InvalidJson
 from server.notices import MAX_NOTICES
 from tests import corpus

@@ -12,8 +12,8 @@ import re
 
 import pytest
 
-from server.api.params import ParamError, parse
 from server.deepgram import response
+from server.deepgram.params import ParamError, parse
 from server.deepgram.text import TextOptions, join, luhn, search, shape, word_of
 from server.engine import Segment, Word
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from server.deepgram.text import TextOptions
 from server.engine import DecodeOptions
 from server.streaming import policy
 from server.streaming.buffer import SampleBuffer
@@ -361,8 +360,6 @@ def stream_config(**changes) -> StreamConfig:
     base = StreamConfig(
         model="tiny.en",
         interim_results=False,
-        text=TextOptions(),
-        search=(),
         endpoint_ms=300,
         speech_final=True,
         utterance_end_ms=None,

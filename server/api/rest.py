@@ -11,8 +11,8 @@ from starlette.responses import JSONResponse
 from server.api.body import json_object
 from server.api.disconnect import ClientGone, unless_disconnected
 from server.api.gate import admit
-from server.api.params import ListenParams, param_limits, parse
 from server.audio.fetch import Payload, collect, fetch_url, too_large
+from server.deepgram.params import ListenParams, param_limits, parse
 from server.engine import Engine
 from server.errors import InvalidJson, InvalidParameter, InvalidRequest
 from server.service import transcribe_source

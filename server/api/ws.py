@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 from functools import partial
 
 from fastapi import APIRouter, Depends, WebSocket
 
 from server.api.auth import parse_subprotocols
 from server.api.gate import admit
-from server.api.params import (
+from server.deepgram.live_stream import LiveAdapter, LiveSpec
+from server.deepgram.params import (
     ListenParams,
     ParamError,
     configure_features,
@@ -24,13 +24,10 @@ from server.api.params import (
     param_limits,
     parse,
 )
-from server.deepgram.text import FILLER_PROMPT
+from server.deepgram.prepare import prepare, raw_format
 from server.diarize import SpeakerHints
-from server.engine import DecodeOptions, Engine
+from server.engine import Engine
 from server.errors import Busy
-from server.language import choose_language
-from server.notices import Notices
-from server.service import raw_format, suppressed_tokens
 from server.settings import Settings
 from server.streaming import policy
 from server.streaming.config import StreamConfig
@@ -54,7 +51,7 @@ async def _speakers(params: ListenParams, engine: Engine) -> SpeakerHints | None
     return SpeakerHints(params.num_speakers, params.min_speakers, params.max_speakers)
 
 
-def _admit_stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
+def admit_stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
     """Past the shared gate: a free stream slot and room in the inference queue."""
     if len(ws.app.state.streams) >= settings.ws_max_streams:
         raise Busy(
@@ -66,34 +63,12 @@ def _admit_stream(ws: WebSocket, engine: Engine, settings: Settings) -> None:
 
 async def _spec(
     params: ListenParams, engine: Engine, settings: Settings, request_id: str
-) -> StreamSpec:
-    resolution = engine.resolve_model(params.model)
-    loaded = await engine.model(resolution.name)
-    chosen = choose_language(
-        params.language,
-        params.detect_language,
-        model=resolution.name,
-        multilingual=loaded.multilingual,
-    )
-    language = "" if chosen is None else chosen  # "": detect on the first window
-    hotwords = " ".join(params.keyterms) or None
-    # Each window is decoded once, as REST decodes its windows: one segment, words from the
-    # alignment (with timestamp tokens Whisper may stop early and leave words for a re-decode
-    # from a later seek that never comes).
-    final = DecodeOptions(
-        language=language,
-        beam_size=settings.ws_beam_size,
-        hotwords=hotwords,
-        suppress_tokens=await suppressed_tokens(engine, resolution.name, params),
-        initial_prompt=FILLER_PROMPT if params.filler_words else None,
-        without_timestamps=True,
-    )
-    interim = replace(final, beam_size=1, temperatures=(0.0,))
+) -> tuple[StreamSpec, LiveAdapter]:
+    prepared = await prepare(engine, params)
+    final, interim = prepared.stream_options(settings.ws_beam_size)
     config = StreamConfig(
-        model=resolution.name,
+        model=prepared.model,
         interim_results=params.interim_results,
-        text=params.text_options(language or None),
-        search=tuple(params.search),
         endpoint_ms=policy.endpoint_silence_ms(
             params.endpointing_ms, settings.ws_min_endpointing_ms, settings.vad_min_silence_ms
         ),
@@ -107,40 +82,33 @@ async def _spec(
         final_options=final,
         interim_options=interim,
     )
-    return StreamSpec(
+    spec = StreamSpec(
         request_id=request_id,
-        model_info=loaded.info,
         raw=raw_format(params),
         multichannel=params.multichannel,
         idle_timeout_s=settings.ws_idle_timeout_s,
         max_backlog_s=settings.ws_max_backlog_s,
         close_deadline_s=settings.shutdown_deadline_s,
         config=config,
-        reconfigure=_reconfigure,
-        check_keyterms=partial(configure_keyterms, limits=param_limits(settings)),
-        extra=dict(params.extra),
-        tags=tuple(params.tags),
-        warnings=tuple(_warnings(params, resolution.warning)),
         callback=params.callback,
         callback_method=params.callback_method,
         keepalive_only_timeout_s=settings.ws_keepalive_only_timeout_s,
         speakers=await _speakers(params, engine),
     )
-
-
-def _reconfigure(features: object, config: StreamConfig) -> StreamConfig:
-    """`Configure {"features": ...}`: validated as the query string is; later results use it."""
-    text, search = configure_features(features, config.text, config.search)
-    return replace(config, text=text, search=search)
-
-
-def _warnings(params: ListenParams, model_warning: str | None) -> list[dict[str, str]]:
-    """What a REST body would list in `metadata.warnings`; a stream sends it in its Metadata."""
-    notices = Notices()
-    notices.extend(params.warnings)
-    if model_warning:
-        notices.add("model", model_warning, "model_fallback")
-    return notices.as_dicts()
+    adapter = LiveAdapter(
+        LiveSpec(
+            request_id=request_id,
+            model_info=prepared.info,
+            text=params.text_options(prepared.language),
+            search=tuple(params.search),
+            extra=dict(params.extra),
+            tags=tuple(params.tags),
+            warnings=tuple(prepared.notices.as_dicts()),
+            reconfigure=configure_features,
+            check_keyterms=partial(configure_keyterms, limits=param_limits(settings)),
+        )
+    )
+    return spec, adapter
 
 
 @router.websocket("/v1/listen", dependencies=[Depends(admit)])
@@ -151,13 +119,13 @@ async def listen(ws: WebSocket) -> None:
     engine: Engine = app.state.engine
     request_id: str = ws.scope.get("state", {}).get("request_id") or ""
     params = parse(ws.query_params, param_limits(settings))
-    _admit_stream(ws, engine, settings)
+    admit_stream(ws, engine, settings)
     if params.callback:  # refused at the handshake, as REST refuses it before the 200
         await app.state.callbacks.check_callback(params.callback)
-    spec = await _spec(params, engine, settings, request_id)
+    spec, adapter = await _spec(params, engine, settings, request_id)
     scheme = parse_subprotocols(list(ws.scope.get("subprotocols") or []))[0]
     await ws.accept(subprotocol=scheme, headers=[(b"dg-request-id", request_id.encode())])
-    session = Session(ws, engine, spec, outbound=app.state.outbound)
+    session = Session(ws, engine, spec, adapter, outbound=app.state.outbound)
     app.state.streams.add(session)
     log.info("stream opened", extra={"request_id": request_id, "model": spec.config.model})
     try:

@@ -23,8 +23,8 @@ import httpx
 
 from server import metrics
 from server.api.errors import ApiError, error_body, to_api_error
-from server.api.params import param_limits, parse
 from server.callbacks.store import Job, JobStore, StateDirBusy
+from server.deepgram.params import param_limits, parse
 from server.engine import Engine
 from server.errors import Busy, InvalidParameter, ServiceError, Unavailable
 from server.outbound import Outbound, Refused, describe

@@ -15,6 +15,12 @@ still shown if its final is not out yet (on a slow machine that is most of them)
 each channel rests about as long as its last interim took, so interims yield to finals.
 With `diarize=true` a final also waits for its speaker labelling (`StreamSpeakers`), started
 when its span is known and run beside its decode.
+
+What the endpointer sees (speech started, paused, resumed, and how far it has heard) also goes
+to `on_endpoint`, for a protocol that decides more than v1's endpoints (Flux turns). Such a
+protocol may `hold` the endpointer at a pause while it judges it: the audio keeps arriving and
+is buffered, but no later frame is endpointed until the judgement is in, so where turns end
+depends on the audio and the judgement alone, never on how fast the judgement came.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from server.streaming.buffer import SampleBuffer
 from server.streaming.config import StreamConfig
 from server.streaming.decoding import WindowDecoder
 from server.streaming.endpointer import (
+    FRAME,
     MAX_WINDOW_S,
     Closed,
     Cut,
@@ -61,6 +68,17 @@ LEFT_CONTEXT = int(4.0 * SAMPLE_RATE)
 FINALS_IN_FLIGHT = 2
 
 Window = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Heard:
+    """The endpointer has heard the stream up to sample `position` (after the events of the
+    frames before it)."""
+
+    position: int
+
+
+EndpointObserver = Callable[[Event | Heard], None]
 
 
 @dataclass
@@ -93,6 +111,8 @@ class Channel:
         vad: Callable[[np.ndarray], np.ndarray] | None = None,
         speakers: StreamSpeakers | None = None,
         on_failure: Callable[[BaseException], None] = lambda _: None,
+        on_endpoint: EndpointObserver | None = None,
+        retain_s: float = 0.0,
     ) -> None:
         self.index = index
         self.config = config
@@ -113,6 +133,11 @@ class Channel:
         self._interim_from = 0  # where the last interim decode's audio ended
         self._interim_rest_until = 0.0
         self._wake = asyncio.Event()
+        self._on_endpoint = on_endpoint
+        self._retain = int(retain_s * SAMPLE_RATE)  # audio kept behind the endpointer
+        self._pending: deque[float] = deque()  # VAD frames not yet endpointed (a hold)
+        self._hold: asyncio.Future | None = None
+        self._final_sent = asyncio.Event()
         self._loop_task = asyncio.create_task(self._run())
         self._loop_task.add_done_callback(self._loop_ended)
 
@@ -126,14 +151,86 @@ class Channel:
     def received(self) -> int:
         return self._buffer.end
 
+    @property
+    def busy(self) -> bool:
+        """Audio received is still being endpointed, judged or made final."""
+        return bool(self._pending) or self._hold is not None or bool(self._finals)
+
+    @property
+    def position(self) -> int:
+        """How far the endpointer has heard (behind `received` while held)."""
+        return self._endpointer.frames * FRAME
+
     def feed(self, samples: np.ndarray) -> None:
         """Take new 16 kHz samples: VAD, endpointing, and whatever decodes that starts."""
         self._buffer.append(samples)
-        for event in self._endpointer.push(self._vad(samples)):
-            self._on_event(event)
+        self._pending.extend(float(p) for p in self._vad(samples))
+        self._advance()
+
+    def _advance(self, force: bool = False) -> None:
+        """Endpoint the frames heard so far, one at a time, stopping at a hold."""
+        advanced = False
+        while self._pending and (force or self._hold is None):
+            for event in self._endpointer.push((self._pending.popleft(),)):
+                self._on_event(event)
+            advanced = True
+        if advanced and self._on_endpoint is not None:
+            self._on_endpoint(Heard(self.position))
         self._check_utterance_end()
         self._trim()
         self._wake.set()
+
+    def hold(self, until: asyncio.Future) -> None:
+        """Endpoint no further frame until `until` is done (it must not be a frame's result)."""
+        self._hold = until
+        until.add_done_callback(self._release)
+
+    def _release(self, until: asyncio.Future) -> None:
+        if self._hold is until:
+            self._hold = None
+            self._advance()
+
+    async def drain(self) -> None:
+        """Endpoint every frame received, each hold honoured (a stream's end decides its
+        last turns as if the audio had gone on arriving, not by how fast it was judged)."""
+        while self._hold is not None or self._pending:
+            hold = self._hold
+            if hold is None:
+                self._advance()
+                continue
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(hold)
+            await asyncio.sleep(0)  # its release (a done callback) runs first
+            if self._hold is hold:  # cancelled without releasing: nothing holds any more
+                self._hold = None
+
+    def audio(self, begin: int, end: int) -> np.ndarray:
+        """The samples [begin, end) still held (see `retain_s`)."""
+        return self._buffer.window(begin, end)
+
+    def end_utterance(self) -> bool:
+        """Make the open utterance final here (a turn judged over at this pause); False when
+        none is open."""
+        span = self._endpointer.end_utterance()
+        if span is None:
+            return False
+        self._queue(_Final(span))
+        return True
+
+    async def pause_words(self, window: Window) -> tuple[StreamWord, ...] | None:
+        """The words the final of this pause would show (its decode started at the pause),
+        once every earlier final is out; None when that decode was dropped."""
+        speculation = self._speculation
+        if speculation is None or speculation[0] != window:
+            return None
+        try:
+            words = await asyncio.shield(speculation[1])
+        except (asyncio.CancelledError, Exception):
+            return None
+        while self._finals and self._finals[0].span.end <= window[0]:
+            self._final_sent.clear()
+            await self._final_sent.wait()
+        return self.transcript.preview(words, self.position)
 
     def _on_event(self, event: Event) -> None:
         match event:
@@ -147,6 +244,8 @@ class Channel:
                 self._drop_speculation()
             case Closed(span) | Cut(span):
                 self._queue(_Final(span))
+        if self._on_endpoint is not None and isinstance(event, Started | Paused | Resumed):
+            self._on_endpoint(event)
 
     def flush(self, from_finalize: bool) -> asyncio.Future:
         """Finalize / end of stream: everything received becomes final. Resolves once sent.
@@ -161,6 +260,7 @@ class Channel:
         Only when the finals already reach the end is nothing more sent.
         """
         done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._advance(force=True)  # everything received, whatever a hold awaits
         span = self._endpointer.flush(self.received)
         if span.window is not None:
             self._queue(_Final(span, from_finalize, done=[done]))
@@ -191,6 +291,8 @@ class Channel:
     def _speculate(self, window: Window) -> None:
         """The speaker paused: decode the final's window now, while the endpoint's silence is
         still being confirmed; most such pauses are endpoints."""
+        if self._speculation is not None and self._speculation[0] == window:
+            return  # the same pause, announced again as it grows
         self._drop_speculation()
         self._speculation = (window, self._start_final_decode(window))
 
@@ -208,7 +310,10 @@ class Channel:
         """Forget audio no decode can need again: bounded however long the stream."""
         needed = [self._endpointer.earliest_needed]
         needed += [j.span.window[0] for j in self._finals if j.task is None and j.span.window]
-        self._buffer.trim(min(needed) - LEFT_CONTEXT)
+        keep = min(needed) - LEFT_CONTEXT
+        if self._retain:
+            keep = min(keep, self.position - self._retain)
+        self._buffer.trim(keep)
 
     @property
     def backlog_s(self) -> float:
@@ -277,6 +382,7 @@ class Channel:
         for future in job.done:
             if not future.done():
                 future.set_result(None)
+        self._final_sent.set()
         self._check_utterance_end()
         self._on_progress()
 

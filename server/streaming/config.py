@@ -1,11 +1,11 @@
 """A stream's settings: one frozen value, so `Configure` replaces it whole and every decode
-sees one consistent set (never half an update)."""
+sees one consistent set (never half an update). How results read (text shaping) is the
+protocol adapter's business, not the stream's."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from server.deepgram.text import TextOptions
 from server.engine import DecodeOptions
 from server.streaming.endpointer import EndpointerConfig
 
@@ -14,8 +14,6 @@ from server.streaming.endpointer import EndpointerConfig
 class StreamConfig:
     model: str  # the engine's name for the served model
     interim_results: bool
-    text: TextOptions  # how results read (deepgram/text/)
-    search: tuple[str, ...]
     endpoint_ms: int  # silence that closes an utterance (after the floor)
     speech_final: bool  # False when the client disabled endpointing
     utterance_end_ms: int | None
@@ -26,6 +24,7 @@ class StreamConfig:
     final_options: DecodeOptions
     interim_options: DecodeOptions
     silence_final_s: float = 0.0  # silence this long gets an empty final (0: never)
+    pause_every_frames: int = 0  # Flux: announce a growing pause again (see `Paused`)
 
     @property
     def endpointer(self) -> EndpointerConfig:
@@ -35,4 +34,5 @@ class StreamConfig:
             speech_final=self.speech_final,
             max_utterance_s=self.max_utterance_s,
             silence_final_s=self.silence_final_s,
+            pause_every_frames=self.pause_every_frames,
         )

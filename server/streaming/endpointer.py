@@ -50,6 +50,9 @@ class EndpointerConfig:
     speech_final: bool  # whether an endpoint close claims `speech_final`
     max_utterance_s: float  # speech longer than this without an endpoint is cut
     silence_final_s: float = 0.0  # silence this long becomes an empty final (0: never)
+    # Flux: after the first `Paused`, another every this many frames of the same silence, so a
+    # turn's end is judged again as its pause grows (0: one `Paused` per pause, as v1 needs).
+    pause_every_frames: int = 0
 
     @property
     def silence_frames(self) -> int:
@@ -96,9 +99,13 @@ class Started:
 @dataclass(frozen=True)
 class Paused:
     """The speaker paused long enough that the final's window is known, should this pause
-    turn out to be the endpoint: `window` is exactly what that final would decode."""
+    turn out to be the endpoint: `window` is exactly what that final would decode. `at` is
+    where the pause stands now and `silence` how long it has lasted (samples, audio clock);
+    with `pause_every_frames` the same pause is announced again as it grows."""
 
     window: tuple[int, int]
+    at: int = 0
+    silence: int = 0
 
 
 @dataclass(frozen=True)
@@ -209,13 +216,10 @@ class Endpointer:
                 events.append(Resumed())
         else:
             utt.silence_run += 1
-            if (
-                utt.confirmed
-                and utt.silence_run == PAUSE_FRAMES
-                and cfg.silence_frames > PAUSE_FRAMES
-            ):
+            if utt.confirmed and cfg.silence_frames > PAUSE_FRAMES and self._pause_due(utt):
                 utt.paused = True
-                events.append(Paused((utt.speech_start, utt.speech_end + SPEECH_PAD)))
+                window = (utt.speech_start, max(utt.speech_start, utt.speech_end + SPEECH_PAD))
+                events.append(Paused(window, frame_end, frame_end - utt.speech_end))
         if not utt.confirmed and utt.speech_frames >= MIN_SPEECH_FRAMES:
             utt.confirmed = True
             events.append(Started(utt.first_speech))
@@ -233,6 +237,25 @@ class Endpointer:
                 events.append(Cut(self._cut(utt)))
             else:  # a long murmur that never became speech: noise, forget it
                 self._utt = None
+
+    def _pause_due(self, utt: _Utterance) -> bool:
+        past = utt.silence_run - PAUSE_FRAMES
+        every = self.config.pause_every_frames
+        return past == 0 or (every > 0 and past > 0 and past % every == 0)
+
+    def end_utterance(self) -> Span | None:
+        """Close the open utterance here, as its endpoint would (Flux: the turn was judged
+        over in this pause). Its decode window is the one its `Paused` announced, so a decode
+        started then is the final's. None when no confirmed utterance is open."""
+        utt = self._utt
+        if utt is None or not utt.confirmed:
+            return None
+        self._utt = None
+        end = self.frames * FRAME
+        decode_end = max(utt.speech_start, min(end, utt.speech_end + SPEECH_PAD))
+        span = Span(self.boundary, end, utt.speech_start, decode_end, True)
+        self.boundary = end
+        return span
 
     def _close_silence(self, frame_end: int, events: list[Event]) -> None:
         """With no utterance open, close the silence since the last span once it is long

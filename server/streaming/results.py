@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from server.deepgram.response import normalize
+from server.words import bare
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class StreamWord:
     @property
     def key(self) -> str:
         """The word for comparisons: lower-case, no punctuation ('' for a lone mark)."""
-        return normalize(self.text)
+        return bare(self.text)
 
     @property
     def mid(self) -> float:

@@ -1,16 +1,17 @@
-"""One live stream: frames in, controls handled, channels driven, messages out, clean close.
+"""One live stream's runner: frames in, channels driven, messages out, clean close.
 
-The session owns the connection's life: it feeds binary frames to the incremental decoder,
-hands decoded audio to one `Channel` per transcribed channel, turns what the channels produce
-into Deepgram messages, answers the control messages (KeepAlive, Finalize, CloseStream,
-Configure), enforces the idle timeout, and ends every stream the same way (final Results ->
-Metadata -> close 1000) whether the client asked (CloseStream or an empty frame) or the server
-is shutting down (`shutdown()`).
+The runner knows no wire protocol. It owns the connection's life: it feeds binary frames to the
+incremental decoder, hands decoded audio to one `Channel` per transcribed channel, passes what
+the channels produce to its `Adapter`, hands text frames to the adapter too, enforces the idle
+timeout, and ends every stream the same way (last results -> the adapter's closing messages ->
+close 1000) whether the client asked or the server is shutting down (`shutdown()`). The
+adapter (Deepgram v1 `Results`, Flux `TurnInfo`: see `server/deepgram/`) decides which controls
+exist, what each result becomes on the wire, and which message types may go out at all.
 
 A client may send faster than real time. While the audio still to be decoded into finals
 exceeds `max_backlog_s`, the session stops reading the socket: TCP then slows the sender, memory
 stays bounded, and every byte that was read is transcribed. If a stream must end before its
-finals are done (the close deadline), the client gets an `Error` and a close that says so.
+finals are done (the close deadline), the client gets an error and a close that says so.
 """
 
 from __future__ import annotations
@@ -22,11 +23,8 @@ import hashlib
 import json
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from functools import partial
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from starlette.websockets import WebSocket, WebSocketState
@@ -34,18 +32,15 @@ from starlette.websockets import WebSocket, WebSocketState
 from server import metrics
 from server.audio.decode import AudioError, RawFormat
 from server.audio.stream import make_decoder
-from server.deepgram import live
-from server.deepgram.text import TextOptions
 from server.diarize import SpeakerHints
-from server.engine import Engine, ModelInfo
-from server.errors import KeytermLimitExceeded, ServiceError
+from server.engine import Engine
 from server.outbound import Outbound
 from server.streaming.callback import CallbackSink
-from server.streaming.channel import Channel
+from server.streaming.channel import Channel, Heard
 from server.streaming.config import StreamConfig
 from server.streaming.decoding import EngineDecoder
-from server.streaming.holdback import Holdback
-from server.streaming.results import StreamEvent, StreamResult, StreamWord
+from server.streaming.endpointer import Event
+from server.streaming.results import StreamEvent
 from server.streaming.speakers import StreamSpeakers
 from server.vad import SAMPLE_RATE
 
@@ -61,7 +56,6 @@ NET_0001 = (
 DATA_0000 = "DATA-0000: the payload cannot be decoded as audio"
 UNFINISHED = "the stream closed before all of its audio could be transcribed"
 FAILED = "the stream failed inside the server (its log says why)"
-CONTEXT_WORDS = 16  # final words kept per channel for redaction across results
 CLOSE_NORMAL = 1000
 CLOSE_DATA = 1008
 CLOSE_TIMEOUT = 1011
@@ -73,28 +67,66 @@ class StreamSpec:
     """What the handshake fixed for the stream's life; `config` is what `Configure` replaces."""
 
     request_id: str
-    model_info: ModelInfo
     raw: RawFormat | None
     multichannel: bool
     idle_timeout_s: float
     max_backlog_s: float  # stop reading the socket while more audio than this awaits finals
     close_deadline_s: float  # longest wait for the last finals when the stream ends
     config: StreamConfig
-    # `Configure {"features": ...}`: the new config for later results, or a ValueError or
-    # ServiceError (the API layer validates features as it validates query parameters).
-    reconfigure: Callable[[object, StreamConfig], StreamConfig] | None = None
-    extra: dict[str, str] = field(default_factory=dict)  # echoed in every Results' metadata
-    tags: tuple[str, ...] = ()  # echoed in the closing Metadata
-    warnings: tuple[dict[str, str], ...] = ()  # sent in the closing Metadata
     callback: str | None = None  # every message is also POSTed (or PUT) there
     callback_method: str = "POST"
-    # A stream that sends only KeepAlive (no audio) for this long is closed: it would otherwise
-    # hold a stream slot forever.
+    # A stream that sends only control messages (no audio) for this long is closed: it would
+    # otherwise hold a stream slot forever.
     keepalive_only_timeout_s: float = 300.0
     speakers: SpeakerHints | None = None  # diarize=true: label final words with speakers
-    # `Configure {"keyterms": [...]}`: the terms to use, or a ServiceError (the API layer holds
-    # them to the query string's limits); a KeytermLimitExceeded is reported as such.
-    check_keyterms: Callable[[object], list[str]] | None = None
+    retain_s: float = 0.0  # audio each channel keeps behind its endpointer (Flux scores it)
+
+
+# Why a stream ends badly, in the runner's words; the adapter says it in its protocol's.
+Failure = Literal["idle", "keepalive", "data", "internal", "incomplete", "client"]
+Control = Literal["continue", "close", "refuse"]
+
+
+class Adapter:
+    """One wire protocol over the runner: its controls, its messages, its closing words.
+
+    Subclasses live beside their message builders (`server/deepgram/`); the runner calls them
+    from one task, in stream order, and every message they `put` is checked against
+    `known_types` before it may go out.
+    """
+
+    known_types: frozenset[str] = frozenset()
+    numbered = False  # Flux: every message carries its `sequence_id`
+
+    def attach(self, session: Session) -> None:
+        self.session = session
+
+    def opened(self) -> None:
+        """The socket is accepted: anything to say before audio (Flux's `Connected`)."""
+
+    def result(self, event: StreamEvent) -> None:
+        """A channel produced a result (interim, final, speech started, utterance end)."""
+
+    def endpoint(self, channel: Channel, event: Event | Heard) -> None:
+        """What a channel's endpointer saw (speech started, paused, resumed, heard up to)."""
+
+    async def control(self, message: Any, text: str) -> Control:
+        """A text frame (`message` is its JSON, or None when it is not JSON)."""
+        return "continue"
+
+    def failure(self, kind: Failure, description: str) -> dict[str, Any] | None:
+        """The message that says why the stream ends badly (None: say nothing)."""
+        return None
+
+    def settled(self) -> None:
+        """The last finals are in (or will not come): send anything still held back."""
+
+    def closing(self) -> list[dict[str, Any]]:
+        """What goes out after the last results of a stream that ends well."""
+        return []
+
+    def closed(self) -> None:
+        """The stream is over: drop anything still pending."""
 
 
 def close_reason(text: str) -> str:
@@ -107,16 +139,27 @@ class Outbox:
     """Serialises outgoing messages on one task, so sync code (VAD callbacks) can emit too;
     a stream `callback` gets a copy of each."""
 
-    def __init__(self, ws: WebSocket, copy_to: CallbackSink | None = None) -> None:
+    def __init__(
+        self,
+        ws: WebSocket,
+        known_types: frozenset[str],
+        copy_to: CallbackSink | None = None,
+        numbered: bool = False,
+    ) -> None:
         self._ws = ws
+        self._known = known_types
         self._copy_to = copy_to
+        self._next_sequence = 0 if numbered else None
         self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._run())
         self.broken = False
 
     def put(self, message: dict[str, Any]) -> None:
-        if message.get("type") not in live.KNOWN_TYPES:  # never put an unknown type on the wire
+        if message.get("type") not in self._known:  # never put an unknown type on the wire
             raise ValueError(f"refusing to send message type {message.get('type')!r}")
+        if self._next_sequence is not None:
+            message = {**message, "sequence_id": self._next_sequence}
+            self._next_sequence += 1
         self._queue.put_nowait(message)
         if self._copy_to is not None:
             self._copy_to.put(message)
@@ -141,19 +184,24 @@ class Outbox:
 
 class Session:
     def __init__(
-        self, ws: WebSocket, engine: Engine, spec: StreamSpec, outbound: Outbound | None = None
+        self,
+        ws: WebSocket,
+        engine: Engine,
+        spec: StreamSpec,
+        adapter: Adapter,
+        outbound: Outbound | None = None,
     ) -> None:
         self.ws = ws
         self.engine = engine
         self.spec = spec
         self.config = spec.config
+        self.adapter = adapter
         self.callback = (
             CallbackSink(outbound, spec.callback, spec.callback_method, spec.request_id)
             if spec.callback and outbound is not None
             else None
         )
-        self.outbox = Outbox(ws, self.callback)
-        self._keyterms: list[str] = []
+        self.outbox = Outbox(ws, adapter.known_types, self.callback, numbered=adapter.numbered)
         self.channels: list[Channel] = []
         self.audio_channels = 0
         self.samples = 0  # 16 kHz samples received per channel
@@ -166,14 +214,33 @@ class Session:
         self._progress = asyncio.Event()  # a channel sent a final: the backlog shrank
         self._error: AudioError | None = None
         self._failure: BaseException | None = None  # a channel failed: no more finals come
-        # Each channel's last final words: the context text shaping needs for a number cut
-        # across results (redaction).
-        self._said: dict[int, deque[StreamWord]] = {}
-        self._holds: dict[int, Holdback] = {}  # per channel: finals ending inside a number
         self._decoders: list[EngineDecoder] = []  # one per channel, in channel order
         self.decoder = make_decoder(spec.raw, self._on_audio, self._on_audio_error)
         self.started = time.monotonic()
         self._last_audio = self.started
+        adapter.attach(self)
+
+    # --- what adapters may use ---------------------------------------------------------------
+    @property
+    def sha256(self) -> str:
+        return self._sha.hexdigest()
+
+    def put(self, message: dict[str, Any]) -> None:
+        self.outbox.put(message)
+
+    def detected(self, channel: int) -> str | None:
+        """The language a channel detected (None until then, or when one was named)."""
+        return self._decoders[channel].detected if channel < len(self._decoders) else None
+
+    def reconfigure(self, config: StreamConfig) -> None:
+        """Later decodes and cuts of every channel use `config`."""
+        self.config = config
+        for channel in self.channels:
+            channel.configure(config)
+
+    async def settle_audio(self) -> None:
+        """Every frame received so far is decoded into samples and fed to the channels."""
+        await self.decoder.settle()
 
     # --- measurements ------------------------------------------------------------------------
     @property
@@ -211,70 +278,32 @@ class Session:
         self.audio_channels = count
         total = count if self.spec.multichannel else 1
         for index in range(total):
-            self.channels.append(
-                Channel(
-                    index,
-                    self.config,
-                    self._decoder(),
-                    self._emit,
-                    self._wall_at,
-                    self._progress.set,
-                    on_failure=self._on_channel_failure,
-                    speakers=(
-                        StreamSpeakers(self.engine, self.spec.speakers, index)
-                        if self.spec.speakers is not None
-                        else None
-                    ),
-                )
+
+            def observe(event: Event | Heard, index: int = index) -> None:
+                self.adapter.endpoint(self.channels[index], event)
+
+            channel = Channel(
+                index,
+                self.config,
+                self._decoder(),
+                self.adapter.result,
+                self._wall_at,
+                self._progress.set,
+                on_failure=self._on_channel_failure,
+                speakers=(
+                    StreamSpeakers(self.engine, self.spec.speakers, index)
+                    if self.spec.speakers is not None
+                    else None
+                ),
+                on_endpoint=observe,
+                retain_s=self.spec.retain_s,
             )
+            self.channels.append(channel)
 
     def _decoder(self) -> EngineDecoder:
         decoder = EngineDecoder(self.engine, self.config.final_options.language)
         self._decoders.append(decoder)
         return decoder
-
-    def _emit(self, event: StreamEvent) -> None:
-        # Redaction: words ending inside a number still being said wait (streaming/holdback.py).
-        hold = self._holds.get(event.channel)
-        if hold is None:
-            undecided = partial(self._undecided, event.channel)
-            hold = self._holds[event.channel] = Holdback(undecided)
-        for out in hold.push(event):
-            self._send(out)
-
-    def _text(self, channel: int) -> TextOptions:
-        """The channel's text shaping; with language detection, numbers are spoken in the
-        language that was detected."""
-        text = self.config.text
-        detected = self._decoders[channel].detected if channel < len(self._decoders) else None
-        return replace(text, language=detected) if detected and detected != text.language else text
-
-    def _undecided(self, channel: int, words: Sequence[StreamWord]) -> int | None:
-        return live.undecided_from(words, self._text(channel))
-
-    def _send(self, event: StreamEvent) -> None:
-        said = None
-        text = self.config.text
-        detected = None
-        if isinstance(event, StreamResult):
-            said = self._said.setdefault(event.channel, deque(maxlen=CONTEXT_WORDS))
-            detected = self._decoders[event.channel].detected
-            text = self._text(event.channel)
-        self.outbox.put(
-            live.message(
-                event,
-                channels=len(self.channels),
-                text=text,
-                request_id=self.spec.request_id,
-                model=self.spec.model_info,
-                search=self.config.search,
-                context=tuple(said or ()),
-                extra=self.spec.extra,
-                detected=detected,
-            )
-        )
-        if said is not None and event.is_final:
-            said.extend(event.words)
 
     def _on_channel_failure(self, error: BaseException) -> None:
         self._failure = error
@@ -288,93 +317,17 @@ class Session:
         self._sha.update(data)
         self.decoder.feed(data)
 
-    # --- controls ----------------------------------------------------------------------------
-    async def _control(self, text: str) -> bool:
-        """Handle a text frame; True when the stream should end (CloseStream)."""
+    async def _control(self, text: str) -> Control:
         try:
             message = json.loads(text)
-            kind = message.get("type") if isinstance(message, dict) else None
         except (ValueError, RecursionError):  # `[[[[…` in a 16 MB frame recurses past the limit
-            kind = None
-        if kind == "KeepAlive":
-            return False
-        if kind == "CloseStream":
-            return True
-        if kind == "Finalize":
-            await self.decoder.settle()
-            try:
-                targets = self._finalize_targets(message.get("channel"))
-            except ValueError as exc:
-                self.outbox.put(live.error(str(exc), text[:2048]))
-                return False
-            for channel in targets:
-                channel.flush(from_finalize=True)
-            return False
-        if kind == "Configure":
-            self._configure(message)
-            return False
-        self.outbox.put(
-            live.error(
-                "Failed to parse the text message: expected JSON with a 'type' of KeepAlive, "
-                "Finalize, CloseStream or Configure",
-                text[:2048],
-            )
-        )
-        return False
+            message = None
+        return await self.adapter.control(message, text)
 
-    def _finalize_targets(self, index: object) -> list[Channel]:
-        """The channels a Finalize flushes. Deepgram's `{"type": "Finalize", "channel": N}`
-        flushes channel N alone (a multichannel client finalising one speaker must not cut
-        the others' utterances); without `channel`, every channel. A channel the stream does
-        not have is refused (ValueError), not silently widened to all of them."""
-        if index is None:
-            return list(self.channels)
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise ValueError(f"Finalize 'channel' must be a channel index, got {index!r}"[:300])
-        if self.channels and not 0 <= index < len(self.channels):
-            raise ValueError(
-                f"Finalize 'channel' {index} is out of range: the stream has "
-                f"{len(self.channels)} channel(s), indexed from 0"
-            )
-        return [c for c in self.channels if c.index == index]
-
-    def _configure(self, message: dict[str, Any]) -> None:
-        """`keyterms` replace the hotwords, `features` the text shaping of later results; all
-        or nothing: a bad part fails the whole message and changes nothing."""
-        keyterms = message.get("keyterms")
-        features = message.get("features")
-        config = self.config
-        try:
-            if keyterms is None and features is None:
-                raise ValueError("Configure needs 'keyterms' or 'features'")
-            if keyterms is not None:
-                if self.spec.check_keyterms is None:
-                    raise ValueError("this stream's keyterms cannot be changed")
-                keyterms = self.spec.check_keyterms(keyterms)
-                hotwords = " ".join(keyterms) or None
-                config = replace(
-                    config,
-                    final_options=replace(config.final_options, hotwords=hotwords),
-                    interim_options=replace(config.interim_options, hotwords=hotwords),
-                )
-            if features is not None:
-                if self.spec.reconfigure is None:
-                    raise ValueError("this stream's features cannot be changed")
-                config = self.spec.reconfigure(features, config)
-        except (ValueError, ServiceError) as exc:
-            code = (
-                "CONFIGURE_KEYTERM_LIMIT_EXCEEDED"
-                if isinstance(exc, KeytermLimitExceeded)
-                else "CONFIGURE_INTERNAL_ERROR"
-            )
-            self.outbox.put(live.configure_failure(self.spec.request_id, code, str(exc)[:500]))
-            return
-        if keyterms is not None:
-            self._keyterms = list(keyterms)
-        self.config = config
-        for channel in self.channels:
-            channel.configure(self.config)
-        self.outbox.put(live.configure_success(self.spec.request_id, self._keyterms))
+    def _fail(self, kind: Failure, description: str) -> None:
+        message = self.adapter.failure(kind, description)
+        if message is not None:
+            self.outbox.put(message)
 
     # --- the connection loop -----------------------------------------------------------------
     async def run(self) -> None:
@@ -382,17 +335,20 @@ class Session:
         metrics.ACTIVE_STREAMS.inc()
         stop_wait = asyncio.create_task(self._stop.wait())
         try:
+            self.adapter.opened()
             outcome = await self._receive_loop(stop_wait)
             if outcome == "disconnect":
                 return
             if outcome == "idle":
-                await self._end(CLOSE_TIMEOUT, NET_0001, metadata=False)
+                await self._end(CLOSE_TIMEOUT, NET_0001, closing=False, failure="idle")
             elif outcome == "keepalive":
                 reason = KEEPALIVE_ONLY.format(seconds=self.spec.keepalive_only_timeout_s)
-                self.outbox.put(live.error(reason, variant="NET-0001"))
-                await self._end(CLOSE_TIMEOUT, reason, metadata=True)
+                await self._end(CLOSE_TIMEOUT, reason, closing=True, failure="keepalive")
+            elif outcome == "refuse":
+                reason = "the client sent a message this protocol does not have"
+                await self._end(CLOSE_DATA, reason, closing=False, failure="client")
             else:
-                await self._end(CLOSE_NORMAL, "", metadata=True)
+                await self._end(CLOSE_NORMAL, "", closing=True)
         finally:
             stop_wait.cancel()
             await self._cleanup()
@@ -421,7 +377,11 @@ class Session:
                 receive.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await receive
-                return "stop" if stop_wait in done else "idle"
+                if stop_wait in done:
+                    return "stop"
+                if any(channel.busy for channel in self.channels):
+                    continue  # the wait is ours: the idle clock starts once we caught up
+                return "idle"
             message = receive.result()
             if message["type"] == "websocket.disconnect":
                 return "disconnect"
@@ -433,25 +393,36 @@ class Session:
                 self._feed(data)
                 continue
             text = message.get("text")
-            if text is not None and await self._control(text):
-                return "close"
+            if text is not None:
+                control = await self._control(text)
+                if control != "continue":
+                    return control
             if time.monotonic() - self._last_audio > self.spec.keepalive_only_timeout_s:
                 return "keepalive"
 
-    async def _end(self, code: int, reason: str, *, metadata: bool) -> None:
-        """Flush finals, then (optionally) Metadata, then the close frame."""
+    async def flush(self, channels: list[Channel], from_finalize: bool) -> list[asyncio.Future]:
+        """Everything received on `channels` becomes final (Finalize, ForceEndTurn)."""
+        await self.decoder.settle()
+        return [channel.flush(from_finalize=from_finalize) for channel in channels]
+
+    async def _end(
+        self, code: int, reason: str, *, closing: bool, failure: Failure | None = None
+    ) -> None:
+        """Flush finals, then why it ended badly (`failure`, with `reason`), then (optionally)
+        the adapter's closing messages, then the close."""
         if self._error is None and self._failure is None:
             await self.decoder.finish()
+            for channel in self.channels:  # held pauses judged first (bounded by the deadline)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(channel.drain(), self.spec.close_deadline_s)
+        fail: tuple[Failure, str] | None = None if failure is None else (failure, reason)
         if self._error is not None:
             code, reason = CLOSE_DATA, f"{DATA_0000}: {self._error}"
-            metadata = False
-            self.outbox.put(live.error(str(self._error), variant="DATA-0000"))
+            closing, fail = False, ("data", str(self._error))
         if self._failure is not None:
             # A channel can send no more finals: say so at once instead of waiting for them.
-            code, reason, metadata = CLOSE_UNFINISHED, FAILED, False
-            self.outbox.put(
-                live.error(f"{FAILED}: {type(self._failure).__name__}", variant="INTERNAL")
-            )
+            code, reason, closing, fail = CLOSE_UNFINISHED, FAILED, False, None
+            self._fail("internal", f"{FAILED}: {type(self._failure).__name__}")
             pending = []
         else:
             pending = [channel.flush(from_finalize=False) for channel in self.channels]
@@ -459,29 +430,14 @@ class Session:
             # Never lose audio silently: say that (and how much) was left untranscribed.
             left = self.backlog_s
             log.warning("stream closed unfinished", extra={"untranscribed_s": round(left, 2)})
-            self.outbox.put(
-                live.error(
-                    f"{UNFINISHED}: {left:.1f} s were not transcribed in time",
-                    variant="INCOMPLETE",
-                )
-            )
-            code, reason, metadata = CLOSE_UNFINISHED, UNFINISHED, False
-        for hold in self._holds.values():  # numbers said last are decided by the end
-            for event in hold.finish():
-                self._send(event)
-        if metadata:
-            self.outbox.put(
-                live.metadata(
-                    request_id=self.spec.request_id,
-                    sha256=self._sha.hexdigest(),
-                    duration=self.samples / SAMPLE_RATE,
-                    channels=self.audio_channels,
-                    model=self.spec.model_info,
-                    tags=self.spec.tags,
-                    extra=self.spec.extra,
-                    warnings=self.spec.warnings,
-                )
-            )
+            fail = ("incomplete", f"{UNFINISHED}: {left:.1f} s were not transcribed in time")
+            code, reason, closing = CLOSE_UNFINISHED, UNFINISHED, False
+        self.adapter.settled()
+        if fail is not None:  # after the last results: the error is the last word
+            self._fail(*fail)
+        if closing:
+            for message in self.adapter.closing():
+                self.outbox.put(message)
         await self.outbox.drain()
         if self.ws.application_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
@@ -513,6 +469,7 @@ class Session:
         return True
 
     async def _cleanup(self) -> None:
+        self.adapter.closed()
         if self.callback is not None:
             await self.callback.close(self.spec.close_deadline_s)
         self.decoder.close()
@@ -522,6 +479,6 @@ class Session:
             self.outbox._task.cancel()
 
     async def shutdown(self) -> None:
-        """Server shutdown: flush final Results, send Metadata, close 1000 (as CloseStream)."""
+        """Server shutdown: flush the last results, say goodbye, close 1000 (as CloseStream)."""
         self._stop.set()
         await self._finished.wait()

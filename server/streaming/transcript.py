@@ -53,6 +53,12 @@ class Transcript:
             return None
         return StreamResult(self.channel, start / SAMPLE_RATE, end / SAMPLE_RATE, kept, False)
 
+    def preview(self, words: Sequence[StreamWord], end: int) -> tuple[StreamWord, ...]:
+        """What the next final would show from `words` were it to end at sample `end`."""
+        since = self.spoken_to / SAMPLE_RATE
+        start = self.cursor / SAMPLE_RATE
+        return tuple(policy.owned(words, start, end / SAMPLE_RATE, self.committed, since))
+
     def speech_resumed(self) -> None:
         """New speech: the gap after the last word is no utterance end."""
         self.last_word_end = None

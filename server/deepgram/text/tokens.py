@@ -8,11 +8,11 @@ unit is one token. `word` is always the spoken, lower-case, unpunctuated form;
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from server.engine import Word
+from server.words import EDGE, INITIALISM, bare
 
 SENTENCE_END = (".", "?", "!", "。", "？", "！")
 
@@ -35,20 +35,7 @@ class Token:
 
 
 # --- the written unit ---------------------------------------------------------------------------
-EDGE = "\"'“”‘’«»¿¡([{)]},;:!?.。，、！？：；…"
-INITIALISM = re.compile(r"^(?:[^\W\d_]\.){2,}$")
-
-
-def bare(text: str) -> str:
-    """Deepgram's `word`: lower case, no surrounding punctuation (inner marks of a value stay,
-    so "$5.50" stays "$5.50", never "550"; "i.e." stays "i.e.")."""
-    text = text.strip()
-    if INITIALISM.match(text):
-        return text.lower()
-    core = text.strip(EDGE)
-    if core.endswith("'s") or not core.endswith(("'", "’")):
-        return core.lower()
-    return core.rstrip("'’").lower()
+# `bare` and the edge rules are shared with the streaming transcript (server/words.py).
 
 
 def split_edges(text: str) -> tuple[str, str, str]:
