@@ -408,6 +408,7 @@ def singles(paths: dict[str, Callable[[np.ndarray], Diarization]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="12 conversations per part, not 48")
+    parser.add_argument("--conversations", type=int, help="conversations per part")
     parser.add_argument("--part", choices=["dev", "held", "both"], default="both")
     parser.add_argument("--no-stream", action="store_true", help="REST only")
     parser.add_argument("--no-singles", action="store_true", help="skip the one-voice files")
@@ -424,7 +425,7 @@ def main() -> None:
     }
     if not args.no_stream:
         paths["stream"] = lambda audio: stream(diarizer, audio)
-    count = 12 if args.quick else 48
+    count = args.conversations or (12 if args.quick else 48)
     started = time.monotonic()
     for part in ("dev", "held") if args.part == "both" else (args.part,):
         report(part, evaluate(part_items(part, count), paths))

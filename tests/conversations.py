@@ -279,13 +279,24 @@ def _noise(rng: np.random.Generator, n: int) -> np.ndarray:
     return (noise / noise.std()).astype(np.float32)
 
 
-def conversation(part: str, index: int) -> Conversation:
-    """The `index`-th conversation of `part` ("dev" or "held"): a pure function of both."""
-    rng = np.random.default_rng([20, 0 if part == "dev" else 1, index])
+def conversation(
+    part: str, index: int, only: tuple[str, ...] = (), speakers: int | None = None
+) -> Conversation:
+    """The `index`-th conversation of `part` ("dev" or "held"): a pure function of both.
+    `only` keeps to some of the part's voices (cross-validation inside the development part:
+    a map learned on some voices, thresholds chosen on conversations of the others)."""
+    rng = np.random.default_rng([20, 0 if part == "dev" else 1, index, len(only), speakers or 0])
     telephone = index % 3 == 2
-    pool = [v for v in VOICES if v.part == part and (telephone or not v.narrowband)]
-    speakers = [2, 2, 2, 2, 2, 3, 3, 4][index % 8]
-    if speakers == 2:
+    pool = [
+        v
+        for v in VOICES
+        if v.part == part and (telephone or not v.narrowband) and (not only or v.name in only)
+    ]
+    speakers = speakers or [2, 2, 2, 2, 2, 3, 3, 4][index % 8]
+    if speakers == 1:
+        pairing = "one"
+        chosen = [pool[int(rng.integers(len(pool)))]]
+    elif speakers == 2:
         pairing = "same" if index % 2 else "cross"
         first = pool[int(rng.integers(len(pool)))]
         others = [
@@ -304,7 +315,7 @@ def conversation(part: str, index: int) -> Conversation:
     at, current, min_gap = 0, -1, 1.0
     spoken = [0] * speakers
     while at < target * RATE or min(spoken) == 0:
-        choices = [s for s in range(speakers) if s != current]
+        choices = [s for s in range(speakers) if s != current or speakers == 1]
         unheard = [s for s in choices if spoken[s] == 0]
         current = int(rng.choice(unheard or choices))
         length = float(np.exp(rng.uniform(np.log(0.5), np.log(longest))))
@@ -324,6 +335,8 @@ def conversation(part: str, index: int) -> Conversation:
             previous_start, previous, _ = pieces[-1]
             previous_len = len(previous)
             gap = max(gap, -0.3 * min(previous_len, len(audio)) / RATE)
+            if speakers == 1:
+                gap = abs(gap) + 0.1  # one voice pauses between its phrases
             start = max(0, previous_start + previous_len + int(gap * RATE))
             min_gap = min(min_gap, gap)
         else:
@@ -347,7 +360,7 @@ def conversation(part: str, index: int) -> Conversation:
     else:
         samples, rate = _band(mix, 0, 7000) * 0.5, RATE
     return Conversation(
-        name=f"{part}-{index:02d}",
+        name=f"{part}-{index:02d}" + (f"-of-{len(only)}" if only else ""),
         part=part,
         samples=np.clip(samples, -1, 1).astype(np.float32),
         rate=rate,
