@@ -141,7 +141,7 @@ def test_assembled_conversations_are_deterministic_and_realistic():
         assert conv.rate == (8000 if conv.telephone else 16000)
         lengths = [b - a for a, b, _ in conv.turns]
         assert min(lengths) >= 0.3 and max(lengths) <= 16.0
-        gaps = [b[0] - a[1] for a, b in zip(conv.turns, conv.turns[1:])]
+        gaps = [b[0] - a[1] for a, b in zip(conv.turns, conv.turns[1:], strict=False)]
         assert min(gaps) >= -0.61 and max(gaps) <= 0.61
 
 
