@@ -122,3 +122,15 @@ def spherical_kmeans(vectors: np.ndarray, k: int, *, seeds: int = 4, iters: int 
             best = (score, labels)
     assert best is not None
     return best[1]
+
+
+def runs_between(labels: np.ndarray, a: int, b: int) -> int:
+    """Runs in the sequence of labels a and b alone: 2 for drift (a..ab..b), 4+ for turns."""
+    seq = labels[(labels == a) | (labels == b)]
+    return int(np.count_nonzero(seq[1:] != seq[:-1])) + 1 if len(seq) else 0
+
+
+def turn_taking(labels: np.ndarray) -> int:
+    """The fewest runs between any two labels: how clearly every pair of voices takes turns."""
+    k = int(labels.max()) + 1 if len(labels) else 0
+    return min((runs_between(labels, a, b) for a in range(k) for b in range(a + 1, k)), default=0)

@@ -28,6 +28,8 @@ class DiarizeOptions:
 
     min_silhouette: float = 0.3  # a split into speakers must reach this silhouette
     count_slack: float = 0.05  # ... and more speakers must beat fewer by more than this
+    turn_silhouette: float = 0.2  # ... or this, when the voices take turns:
+    min_turn_runs: int = 5  # A B A B A
     num_speakers: int | None = None
     min_speakers: int = 1
     max_speakers: int = 8
@@ -256,20 +258,28 @@ def assign(
         (-1.0, np.zeros(len(vectors), np.int64)),
     )
     labels = best[1]
-    if options.lower <= 1 and best[0] < options.min_silhouette:
+    bar = _bar(labels, options)
+    if options.lower <= 1 and best[0] < bar:
         labels = np.zeros(len(vectors), np.int64)
     scores = vectors @ cluster.centroids(vectors, labels, weights).T
-    return labels, _confidence(scores, labels) * _evidence(best[0], labels, options)
+    return labels, _confidence(scores, labels) * _evidence(best[0] - bar, labels, options)
 
 
-def _evidence(score: float, labels: np.ndarray, options: DiarizeOptions) -> float:
-    """How sure the count is, from the best silhouette's distance to the bar (0.5 at the bar,
-    near 1 a few hundredths past it): weak evidence for a second voice lowers the
+def _bar(labels: np.ndarray, options: DiarizeOptions) -> float:
+    """The silhouette a split must reach: lower when the voices take turns (A B A B A), which
+    one voice drifting over a recording does not do."""
+    if cluster.turn_taking(labels) >= options.min_turn_runs:
+        return options.turn_silhouette
+    return options.min_silhouette
+
+
+def _evidence(margin: float, labels: np.ndarray, options: DiarizeOptions) -> float:
+    """How sure the count is, from the best silhouette's `margin` over the bar (0.5 at the
+    bar, near 1 a few hundredths from it): weak evidence for a second voice lowers the
     confidence of every word, whichever way the count went. A count fixed by the hints is
     the client's, not the audio's: full weight."""
     if options.lower == options.upper or options.lower > 1:
         return 1.0
-    margin = score - options.min_silhouette
     if int(labels.max(initial=0)) == 0:
         margin = -margin
     return float(1.0 / (1.0 + np.exp(-margin / EVIDENCE_SCALE)))
