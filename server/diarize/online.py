@@ -16,7 +16,6 @@ always sees the whole stream, at a coarser grain further back.
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 
 import numpy as np
 
@@ -31,7 +30,7 @@ class OnlineSpeakers:
     and runs on an engine worker); a lock keeps two calls from interleaving regardless."""
 
     def __init__(self, options: DiarizeOptions, max_history: int = 400) -> None:
-        self.options = replace(options, min_speaker_s=options.online_min_speaker_s)
+        self.options = options
         self.max_history = max_history
         self._vectors = np.zeros((0, 0), np.float64)
         self._owner = np.zeros(0, np.int64)

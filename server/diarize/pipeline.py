@@ -34,9 +34,6 @@ class DiarizeOptions:
     min_speakers: int = 1
     max_speakers: int = 8
     min_speaker_s: float = 4.0  # less speech than this is not a voice of its own
-    # ... on a stream: a final is labelled once, before later speech is heard, so a new voice
-    # must count sooner (measured on the development part: 85 % of words right against 70 %)
-    online_min_speaker_s: float = 2.0
     switch_penalty: float = 0.35  # cosine score a change of speaker must win by
     hop_frames: int = 40
     max_units: int = 400
