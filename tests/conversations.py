@@ -209,6 +209,8 @@ def _cut(piece: np.ndarray, length_s: float) -> np.ndarray:
         return piece
     lo, hi = max(int(0.3 * RATE), want - int(0.3 * RATE)), min(len(piece), want + int(0.3 * RATE))
     starts = np.arange(lo, hi - 320, 160)
+    if not len(starts):  # a few milliseconds wanted: the phrase is the turn's last piece
+        return piece
     energy = np.array([float((piece[s : s + 320] ** 2).mean()) for s in starts])
     return piece[: int(starts[int(np.argmin(energy))]) + 160]
 
