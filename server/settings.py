@@ -256,6 +256,16 @@ class Settings(BaseSettings):
         description="stop reading a stream while more audio than this awaits its finals",
     )
     ws_max_streams: int = Field(default=64, ge=1)
+    ws_redact_release_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="with redact, a number the words end in is decided by this much silence",
+    )
+    ws_redact_max_hold_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="with redact, words are never held back from a final longer than this",
+    )
     ws_min_endpointing_ms: int = Field(
         default=300, ge=32, description="floor under the client's endpointing (Silero hangover)"
     )

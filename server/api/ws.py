@@ -104,6 +104,8 @@ async def _spec(
             extra=dict(params.extra),
             tags=tuple(params.tags),
             warnings=tuple(prepared.notices.as_dicts()),
+            release_silence_s=settings.ws_redact_release_s,
+            max_hold_s=settings.ws_redact_max_hold_s,
             reconfigure=configure_features,
             check_keyterms=partial(configure_keyterms, limits=param_limits(settings)),
         )

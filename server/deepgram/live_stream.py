@@ -19,7 +19,7 @@ from server.deepgram.text import TextOptions
 from server.engine import ModelInfo
 from server.errors import KeytermLimitExceeded, ServiceError
 from server.streaming.channel import Channel
-from server.streaming.holdback import Holdback
+from server.streaming.holdback import MAX_HOLD_S, RELEASE_SILENCE_S, Holdback
 from server.streaming.results import StreamEvent, StreamResult, StreamWord
 from server.streaming.session import Adapter, Control, Failure
 from server.vad import SAMPLE_RATE
@@ -46,6 +46,9 @@ class LiveSpec:
     extra: dict[str, str] = field(default_factory=dict)  # echoed in every Results' metadata
     tags: tuple[str, ...] = ()  # echoed in the closing Metadata
     warnings: tuple[dict[str, str], ...] = ()  # sent in the closing Metadata
+    # With redact: how long a number may stay undecided (streaming/holdback.py).
+    release_silence_s: float = RELEASE_SILENCE_S
+    max_hold_s: float = MAX_HOLD_S
     # `Configure {"features": ...}`: the new (text, search) for later results, or a ValueError
     # or ServiceError (validated as the query string is).
     reconfigure: (
@@ -75,7 +78,9 @@ class LiveAdapter(Adapter):
         hold = self._holds.get(event.channel)
         if hold is None:
             undecided = partial(self._undecided, event.channel)
-            hold = self._holds[event.channel] = Holdback(undecided)
+            hold = self._holds[event.channel] = Holdback(
+                undecided, self.spec.release_silence_s, self.spec.max_hold_s
+            )
         for out in hold.push(event):
             self._send(out)
 
