@@ -178,6 +178,24 @@ def test_the_rule_on_plain_words():
     email = TextOptions(redact=frozenset({"email_address"}))
     assert undecided_from(w(" four| five"), email) is None
     assert [x.text for x in decided(w(" call| 555|-1234"), pci)] == [" call"]
+    # A greedy interim may misread the number's next group ("four five" as "four or"): the
+    # words end on a word, yet an interim still shows nothing from its first number on.
+    assert undecided_from(w(" is| four| or"), pci) is None
+    assert undecided_from(w(" is| four| or"), pci, provisional=True) == 1
+    assert undecided_from(w(" is| it| oh| no"), pci, provisional=True) == 2
+    assert undecided_from(w(" thanks| a| lot"), pci, provisional=True) is None
+    assert [x.text for x in decided(w(" is| four| or| so"), pci)] == [" is"]
+
+
+def test_a_misheard_interim_shows_no_digit():
+    """The interim that leaked on a loaded machine: "… number is four five" heard as "four or"
+    by the greedy interim decode, later finals right."""
+    options = TextOptions(redact=frozenset({"pci"}), punctuate=True)
+    client = Client(options)
+    said = [" The", " number", " is", " four", " or"]
+    words = tuple(StreamWord(t, i * 0.4, i * 0.4 + 0.3, 0.6, -0.5) for i, t in enumerate(said))
+    client.push(StreamResult(0, 0.0, 2.0, words, False))
+    assert client.texts and not any(shows_a_digit(t) for t in client.texts), client.texts
 
 
 # --- finals held back ----------------------------------------------------------------------------
@@ -199,7 +217,10 @@ class Client:
 
     def __init__(self, options: TextOptions) -> None:
         self.options = options
-        self.hold = Holdback(lambda words: live.undecided_from(words, options))
+        self.hold = Holdback(  # as the v1 adapter builds it (deepgram/live_stream.py)
+            lambda words: live.undecided_from(words, options),
+            provisional=lambda words: live.undecided_from(words, options, provisional=True),
+        )
         self.finals: list[StreamResult] = []
         self.texts: list[str] = []
         self.events: list[StreamEvent] = []

@@ -118,7 +118,7 @@ class FluxAdapter(Adapter):
             shown = event
             if text.redact and event.event in HELD_BACK:
                 # Redaction: an open turn shows no number that may still grow (as v1 interims).
-                cut = live.undecided_from(event.words, text)
+                cut = live.undecided_from(event.words, text, provisional=True)
                 if cut is not None:
                     shown = replace(event, words=event.words[:cut])
             self.session.put(

@@ -94,10 +94,12 @@ def results(
     }
 
 
-def undecided_from(words: Sequence[StreamWord], text: TextOptions) -> int | None:
+def undecided_from(
+    words: Sequence[StreamWord], text: TextOptions, *, provisional: bool = False
+) -> int | None:
     """Where a stream's words end inside a number redaction cannot judge yet (see
     `text.holdback`)."""
-    return holdback.undecided_from([_word(w) for w in words], text)
+    return holdback.undecided_from([_word(w) for w in words], text, provisional=provisional)
 
 
 def _word(word: StreamWord) -> Word:

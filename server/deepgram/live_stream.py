@@ -77,9 +77,11 @@ class LiveAdapter(Adapter):
         # Redaction: words ending inside a number still being said wait (streaming/holdback.py).
         hold = self._holds.get(event.channel)
         if hold is None:
-            undecided = partial(self._undecided, event.channel)
             hold = self._holds[event.channel] = Holdback(
-                undecided, self.spec.release_silence_s, self.spec.max_hold_s
+                partial(self._undecided, event.channel),
+                self.spec.release_silence_s,
+                self.spec.max_hold_s,
+                provisional=partial(self._undecided, event.channel, provisional=True),
             )
         for out in hold.push(event):
             self._send(out)
@@ -96,8 +98,10 @@ class LiveAdapter(Adapter):
         detected = self.session.detected(channel)
         return replace(text, language=detected) if detected and detected != text.language else text
 
-    def _undecided(self, channel: int, words: Sequence[StreamWord]) -> int | None:
-        return live.undecided_from(words, self._text(channel))
+    def _undecided(
+        self, channel: int, words: Sequence[StreamWord], *, provisional: bool = False
+    ) -> int | None:
+        return live.undecided_from(words, self._text(channel), provisional=provisional)
 
     def _send(self, event: StreamEvent) -> None:
         session = self.session

@@ -36,8 +36,11 @@ class Holdback:
         undecided: Undecided,
         release_silence_s: float = RELEASE_SILENCE_S,
         max_hold_s: float = MAX_HOLD_S,
+        provisional: Undecided | None = None,
     ) -> None:
         self._undecided = undecided
+        # Interims are a greedy guess: their rule may be stricter than the finals' one.
+        self._provisional = provisional or undecided
         self._release_silence_s = release_silence_s
         self._max_hold_s = max_hold_s
         self.held: StreamResult | None = None  # final words not sent yet
@@ -62,7 +65,7 @@ class Holdback:
     def _interim(self, event: StreamResult) -> list[StreamEvent]:
         if self.held is not None:
             event = replace(event, start=self.held.start, words=self.held.words + event.words)
-        cut = self._undecided(event.words)
+        cut = self._provisional(event.words)
         if cut is None:
             return [event]
         if cut == 0:

@@ -28,17 +28,31 @@ from server.engine import Word
 NUMBER_KINDS = frozenset(REDACT_SUPPORTED - {"email_address"})
 
 
-def undecided_from(words: Sequence[Word], options: TextOptions) -> int | None:
+def undecided_from(
+    words: Sequence[Word], options: TextOptions, *, provisional: bool = False
+) -> int | None:
     """Index of the first word of the number `words` end inside (trailing hesitations and
     punctuation do not end it), or None when the end is decided: no redaction by digits was
     asked for, or the words end on something else.
 
     Any such run is undecided whatever its length so far: with `pci` even one digit may be the
     first of a card number with no word announcing it; with `numbers` a third digit makes it
-    redactable."""
+    redactable.
+
+    `provisional` words (an interim, a Flux `Update`) are a fast greedy guess that the final
+    decode may read otherwise: "four five" heard as "four or" ends on a word, yet the number
+    goes on. So there the first number anywhere is undecided, not only one at the very end;
+    the final says what the number was, redacted whole."""
     if not options.redact & NUMBER_KINDS or not words:
         return None
     tokens = numbers_as_digits(dotted_times(join_pieces(words)), options.language, 0)
+    if provisional:
+        starts = [tokens[a].start for a, _, _ in numeric_runs(tokens)]
+        starts += [t.start for t in tokens if not t.atomic and t.bare in ZERO_WORDS]
+        if not starts:
+            return None
+        first = min(starts)
+        return next((i for i, w in enumerate(words) if w.start >= first - 1e-6), 0)
     end = len(tokens)
     while end and not tokens[end - 1].atomic and tokens[end - 1].bare in FILLERS:
         end -= 1
@@ -56,6 +70,6 @@ def undecided_from(words: Sequence[Word], options: TextOptions) -> int | None:
 
 
 def decided(words: Sequence[Word], options: TextOptions) -> list[Word]:
-    """`words` without the undecided number they end in: what an interim may show."""
-    cut = undecided_from(words, options)
+    """`words` up to their first number: what an interim may show."""
+    cut = undecided_from(words, options, provisional=True)
     return list(words if cut is None else words[:cut])
