@@ -317,9 +317,9 @@ class Catalog:
         if isinstance(listed, list):
             return listed
         if listed == "multilingual" or self.info(name).multilingual:
-            from faster_whisper.tokenizer import _LANGUAGE_CODES
+            from server.engine.fw import LANGUAGE_CODES  # faster-whisper's, through its one home
 
-            return list(_LANGUAGE_CODES)
+            return sorted(LANGUAGE_CODES)
         return ["en"]
 
     def info(self, name: str) -> ModelInfo:
