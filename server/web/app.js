@@ -39,7 +39,9 @@ async function loadModels() {
     const reply = await fetch("/v1/models", { headers: authHeaders() });
     if (reply.status === 401) { setStatus("this server needs an API key", "error"); return; }
     const data = await reply.json();
-    const select = $("model"), current = select.value || saved.model || "";
+    // With no choice made yet, the server's default: /v1/models also lists models loaded on
+    // first use, and the first in the list may be one that takes seconds to load.
+    const select = $("model"), current = select.value || saved.model || data.default || "";
     select.replaceChildren(...data.models.map((m) => new Option(m.name + (m.default ? " (default)" : ""), m.name)));
     if ([...select.options].some((o) => o.value === current)) select.value = current;
     setStatus(`ready · ${data.models.map((m) => m.name).join(", ")}`, "ready");
