@@ -185,7 +185,7 @@ class FluxAdapter(Adapter):
                 self._paused(channel, window, at, silence / SAMPLE_RATE)
             case Quiet(window, _, silence):
                 pause = self._pause
-                if pause is None or pause.window != window:  # its judgement failed
+                if pause is None or pause.window != window:  # unscored: only the timeout ends it
                     pause = self._pause = _Pause(window, 0.0, (), segmented=True)
                 self._apply(channel, pause, silence / SAMPLE_RATE)
 
