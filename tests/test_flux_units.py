@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
 from server.deepgram import flux
 from server.deepgram.flux_params import parse_flux
-from server.deepgram.params import ParamError
+from server.deepgram.flux_stream import FluxAdapter, FluxSpec
+from server.deepgram.params import ParamError, param_limits
 from server.deepgram.text import TextOptions
+from server.settings import Settings
+from server.streaming.channel import LEFT_CONTEXT, Channel
 from server.streaming.endpointer import (
     PAUSE_FRAMES,
+    PRE_ROLL,
+    SPEECH_PAD,
     Closed,
     Endpointer,
     EndpointerConfig,
     Paused,
+    Quiet,
     Started,
 )
 from server.streaming.results import StreamWord
-from server.turns.judge import Verdict
+from server.turns.judge import Thresholds, Verdict
 from server.turns.state import TurnEvent, Turns
-from server.vad import FRAME
+from server.vad import FRAME, SAMPLE_RATE
 from tests.flux_helpers import assert_no_word_twice, check_order, turn_words
+from tests.test_ws_seams import ScriptedDecoder, Timeline, TimelineVad, stream_config
 
 
 def words(*items: tuple[str, float]) -> tuple[StreamWord, ...]:
@@ -144,6 +153,160 @@ def test_the_endpointer_announces_a_growing_pause_and_closes_where_the_turn_is_j
     assert span is not None and span.speech_final and span.window == pauses[0].window
     assert endpointer.end_utterance() is None
     assert not any(isinstance(e, Closed) for e in endpointer.push(np.zeros(10)))
+
+
+def test_a_turn_made_of_several_segments_ends_with_all_its_words_once():
+    """Pauses judged mid-turn close their phrase as a final that does not end the turn; the
+    judged end then comes in the silence, with an empty closing final."""
+    turns = Turns()
+    out = turns.interim(words(("book", 0.2)))
+    out += turns.judged(Verdict.WAIT, 0.1, words(("book", 0.2), ("a", 0.6)))
+    out += turns.final(words(("book", 0.2), ("a", 0.6)), 1.3, closing=False)  # segment 1
+    out += turns.heard(1.6)
+    out += turns.interim(words(("flight", 1.8)))
+    out += turns.judged(Verdict.WAIT, 0.2, words(("flight", 1.8), ("to", 2.2)))
+    out += turns.final(words(("flight", 1.8), ("to", 2.2)), 2.9, closing=False)  # segment 2
+    out += turns.judged(Verdict.WAIT, 0.3, ())  # the silence after it, judged again
+    out += turns.interim(words(("boston", 3.2)))
+    out += turns.judged(Verdict.WAIT, 0.4, words(("boston", 3.2)))
+    # its END comes before its segment's final is in (the final is on its way)
+    out += turns.judged(Verdict.END, 0.8, words(("boston", 3.2)))
+    out += turns.final(words(("boston", 3.2)), 4.0, closing=False)  # segment 3
+    out += turns.final((), 4.6, closing=True)  # the silence's empty final ends the turn
+    log = wire(out)
+    ends = check_order(log)
+    assert [e.event for e in out].count("EndOfTurn") == 1
+    assert ends[0]["transcript"] == "Book a flight to boston"
+    assert ends[0]["audio_window_end"] == 4.6
+    assert_no_word_twice(turn_words(log))
+    assert [w["word"] for w in turn_words(log)[0]] == ["Book", "a", "flight", "to", "boston"]
+
+
+def test_the_endpointer_closes_a_phrase_mid_turn_and_goes_on_judging_its_silence():
+    config = EndpointerConfig(0.5, 5000, True, 20.0, pause_every_frames=3)
+    endpointer = Endpointer(config)
+    events = endpointer.push(np.array([0.9] * 20 + [0.0] * (PAUSE_FRAMES + 3)))
+    pauses = [e for e in events if isinstance(e, Paused)]
+    span = endpointer.end_utterance(closing=False)  # judged mid-turn
+    assert span is not None and not span.speech_final and span.window == pauses[0].window
+    assert endpointer.open_start is None and endpointer.end_utterance(closing=False) is None
+    # the silence goes on being announced on the same grid, with the same window
+    quiet = [e for e in endpointer.push(np.zeros(6)) if isinstance(e, Quiet)]
+    assert [q.silence // FRAME for q in quiet] == [PAUSE_FRAMES + 6, PAUSE_FRAMES + 9]
+    assert {q.window for q in quiet} == {span.window}
+    # a blip (too short to be speech) pauses the announcements, then they go on
+    events = endpointer.push(np.array([0.9] * 2 + [0.0] * (PAUSE_FRAMES + 6)))
+    assert not any(isinstance(e, Started) for e in events)
+    after = [e.silence // FRAME for e in events if isinstance(e, Quiet)]
+    assert after and after[0] >= PAUSE_FRAMES + 11 + PAUSE_FRAMES  # none while it sounded
+    assert all((n - PAUSE_FRAMES) % 3 == 0 for n in after)  # the same grid
+    # speech again: the next phrase's window starts at the segment, not at the turn's start
+    events = endpointer.push(np.array([0.9] * 10 + [0.0] * PAUSE_FRAMES))
+    assert isinstance(events[0], Started)
+    assert not any(isinstance(e, Quiet) for e in events)
+    second = next(e for e in events if isinstance(e, Paused))
+    assert second.window[0] >= span.end
+    segment = endpointer.end_utterance(closing=False)
+    endpointer.push(np.zeros(4))
+    # judged over in the silence: an empty final that ends the turn, then no more ticks
+    end = endpointer.end_utterance()
+    assert end is not None and end.window is None and end.speech_final
+    assert segment is not None and end.start == segment.end and end.end == endpointer.boundary
+    assert endpointer.end_utterance() is None
+    assert not any(isinstance(e, Quiet) for e in endpointer.push(np.zeros(12)))
+
+
+class _Model:
+    """smart-turn's stand-in: a doubtful score, so only the growing silence ends a turn."""
+
+    def score(self, audio: np.ndarray) -> float:
+        return 0.05
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.log: list[dict] = []
+        self.channels: list[Channel] = []
+
+    def put(self, message: dict) -> None:
+        self.log.append({**message, "sequence_id": len(self.log)})
+
+    def detected(self, channel: int) -> str | None:
+        return None
+
+
+def phrases(*lengths: float, gap: float = 0.6, tail: float = 3.0) -> Timeline:
+    """One turn: phrases of 0.4 s words, `gap` of silence between them, then `tail`."""
+    out, t, n = [], 0.5, 0
+    for length in lengths:
+        end = t + length
+        while t + 0.4 <= end + 1e-9:
+            out.append((f"w{chr(97 + n % 26)}{chr(97 + n // 26)}", t, t + 0.4))  # no numerals
+            n, t = n + 1, t + 0.45
+        t = end + gap
+    return Timeline(tuple(out), t - gap + tail)
+
+
+async def flux_drive(timeline: Timeline, decoder: ScriptedDecoder) -> list[dict]:
+    """The real adapter over the real channel: the timeline at any speed, then CloseStream."""
+    settings = Settings()
+    spec = FluxSpec("r", "flux-general-en", TextOptions(), Thresholds(), param_limits(settings))
+    adapter = FluxAdapter(spec, _Model())  # type: ignore[arg-type]
+    session = _Session()
+    adapter.attach(session)  # type: ignore[arg-type]
+    adapter.opened()
+    config = stream_config(
+        interim_results=True,
+        endpoint_ms=6000,
+        vad_events=False,
+        interim_step_s=1.0,
+        max_utterance_s=20.0,
+        pause_every_frames=3,
+    )
+    channel = Channel(
+        0,
+        config,
+        decoder,
+        adapter.result,
+        lambda _: 0.0,
+        vad=TimelineVad(timeline),
+        on_endpoint=lambda event: adapter.endpoint(channel, event),
+        retain_s=8.5,
+    )
+    session.channels.append(channel)
+    audio = timeline.audio()
+    for at in range(0, len(audio), 1600):
+        channel.feed(audio[at : at + 1600])
+        await asyncio.sleep(0)
+    await channel.drain()
+    await asyncio.wait_for(channel.flush(from_finalize=False), 30)
+    adapter.closing()
+    await channel.close()
+    adapter.closed()
+    return session.log
+
+
+def test_a_turn_of_several_phrases_is_decoded_phrase_by_phrase_and_ends_once():
+    """Each pause judged mid-turn decodes only the phrase before it (plus left context), never
+    the turn so far; the turn still ends once, with every word once, at the same place of the
+    audio however fast the decoder is."""
+    timeline = phrases(2.5, 2.5, 2.5, 2.5, 2.5)
+    said = [text for text, _, _ in timeline.words]
+    longest = LEFT_CONTEXT / SAMPLE_RATE + 2.5 + (PRE_ROLL + SPEECH_PAD) / SAMPLE_RATE
+    decided = []
+    for delay in (0.0, 0.05):
+        decoder = ScriptedDecoder(timeline, delay=delay, seed=4)
+        log = asyncio.run(flux_drive(timeline, decoder))
+        ends = check_order(log)
+        assert len(ends) == 1 and ends[0]["trigger"] == "model", [e["transcript"] for e in ends]
+        assert [w["word"].lower() for w in turn_words(log)[0]] == said
+        assert_no_word_twice(turn_words(log))
+        # the turn is 14 s long; no final decode read more than one phrase and its context
+        assert len(decoder.finals) >= 5
+        assert max(end - start for start, end in decoder.finals) <= longest + 0.01
+        decided.append(ends[0]["audio_window_end"])
+    assert decided[0] == decided[1]
+    assert 1.0 < decided[0] - timeline.words[-1][2] < 3.0  # judged in the silence
 
 
 @pytest.mark.parametrize(

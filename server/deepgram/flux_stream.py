@@ -9,6 +9,12 @@ final decode adds are awaited (that decode started when the pause did, so `EndOf
 for no decode that could have started earlier); later announcements re-judge with the same
 score as the silence grows. Holding the endpointer makes every turn boundary a function of the
 audio alone, however fast the score and the decode come back.
+
+A pause judged mid-turn past `SEGMENT_AFTER_S` closes its utterance as a final that does not
+end the turn (the decode started at the pause is that final), and the pause goes on being
+judged (`Quiet`) with no utterance open: each pause then waits for a decode of the phrase
+before it (with the usual left context), never of the whole turn so far, and Updates decode
+only the phrase being spoken. A turn judged over in such a pause ends with an empty final.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from server.deepgram.params import ParamLimits, _language, configure_keyterms
 from server.deepgram.text import TextOptions
 from server.errors import KeytermLimitExceeded, ServiceError
 from server.streaming.channel import Channel, Heard
-from server.streaming.endpointer import Event, Paused, Resumed, Started
+from server.streaming.endpointer import Event, Paused, Quiet, Resumed, Started
 from server.streaming.results import StreamEvent, StreamResult, StreamWord
 from server.streaming.session import Adapter, Control, Failure
 from server.turns.judge import SCORE_AFTER_S, Judgement, Thresholds, Verdict, judge
@@ -44,6 +50,10 @@ from server.vad import SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 SCORED_S = 8.0  # smart-turn reads the last 8 s of the turn
+# Silence after which a pause judged mid-turn closes its utterance (a final that does not end
+# the turn): past the first judgement (SCORE_AFTER_S), so a turn judged over at once still
+# ends with the final of its last phrase.
+SEGMENT_AFTER_S = 0.3
 CONTEXT_WORDS = 16
 CODES: dict[Failure, str] = {
     "idle": "NET-0001",
@@ -83,7 +93,8 @@ class FluxSpec:
 class _Pause:
     window: tuple[int, int]
     score: float
-    words: tuple[StreamWord, ...]
+    words: tuple[StreamWord, ...]  # what its final adds to the turn, until that final is in
+    segmented: bool = False  # its utterance was closed mid-turn
 
 
 @dataclass
@@ -156,8 +167,11 @@ class FluxAdapter(Adapter):
             self._send(self.turns.interim(event.words))
             return
         closing = event.speech_final or event.from_finalize
+        pause = self._pause
         if closing:
             self._pause = None
+        elif pause is not None and pause.segmented and event.end * SAMPLE_RATE >= pause.window[1]:
+            pause.words = ()  # the pause's own final: its words are the turn's finals now
         self._send(self.turns.final(event.words, event.end, closing, manual=event.from_finalize))
 
     def endpoint(self, channel: Channel, event: Event | Heard) -> None:
@@ -169,6 +183,11 @@ class FluxAdapter(Adapter):
                 self._send(self.turns.speech_resumed())
             case Paused(window, at, silence):
                 self._paused(channel, window, at, silence / SAMPLE_RATE)
+            case Quiet(window, _, silence):
+                pause = self._pause
+                if pause is None or pause.window != window:  # unscored: only the timeout ends it
+                    pause = self._pause = _Pause(window, 0.0, (), segmented=True)
+                self._apply(channel, pause, silence / SAMPLE_RATE)
 
     def _paused(self, channel: Channel, window: tuple[int, int], at: int, silence: float) -> None:
         if silence < SCORE_AFTER_S:
@@ -209,6 +228,13 @@ class FluxAdapter(Adapter):
         verdict: Judgement = judge(pause.score, silence, transcript, self.thresholds)
         if verdict.verdict is Verdict.END and not channel.end_utterance():
             verdict = replace(verdict, verdict=Verdict.WAIT)
+        elif (
+            verdict.verdict is not Verdict.END
+            and silence >= SEGMENT_AFTER_S
+            and not pause.segmented
+            and channel.end_utterance(closing=False)
+        ):
+            pause.segmented = True
         self._send(
             self.turns.judged(verdict.verdict, verdict.confidence, pause.words, verdict.timed_out)
         )

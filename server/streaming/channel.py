@@ -49,6 +49,7 @@ from server.streaming.endpointer import (
     Endpointer,
     Event,
     Paused,
+    Quiet,
     Resumed,
     Span,
     Started,
@@ -208,10 +209,12 @@ class Channel:
         """The samples [begin, end) still held (see `retain_s`)."""
         return self._buffer.window(begin, end)
 
-    def end_utterance(self) -> bool:
-        """Make the open utterance final here (a turn judged over at this pause); False when
-        none is open."""
-        span = self._endpointer.end_utterance()
+    def end_utterance(self, closing: bool = True) -> bool:
+        """Make the open utterance final here: a turn judged over at this pause, or
+        (`closing=False`) judged to go on, so the next pause decodes only what follows. In a
+        pause already closed mid-turn, `closing` ends it with an empty final. False when there
+        is nothing to close."""
+        span = self._endpointer.end_utterance(closing)
         if span is None:
             return False
         self._queue(_Final(span))
@@ -244,7 +247,7 @@ class Channel:
                 self._drop_speculation()
             case Closed(span) | Cut(span):
                 self._queue(_Final(span))
-        if self._on_endpoint is not None and isinstance(event, Started | Paused | Resumed):
+        if self._on_endpoint is not None and isinstance(event, Started | Paused | Quiet | Resumed):
             self._on_endpoint(event)
 
     def flush(self, from_finalize: bool) -> asyncio.Future:

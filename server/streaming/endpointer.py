@@ -15,6 +15,11 @@ is decoded whole on both sides (which final gets the word is `policy.owned`'s bu
 Long silence is closed too, into spans with nothing to decode (`silence_final_s`): Deepgram
 answers silence with empty finals, and a client that watches `start + duration` advance, or
 takes a quiet socket for a dead one, must see the stream move while nobody speaks.
+
+Flux closes an utterance at a pause it judged mid-turn (`end_utterance(closing=False)`), so
+each pause decodes only the phrase before it, not the whole turn so far; the pause goes on
+being announced (`Quiet`) on the same grid while no utterance is open, so the turn's end is
+still judged as the silence grows, and `end_utterance()` there closes the silence itself.
 """
 
 from __future__ import annotations
@@ -109,6 +114,17 @@ class Paused:
 
 
 @dataclass(frozen=True)
+class Quiet:
+    """The pause after an utterance closed mid-turn (`end_utterance(closing=False)`) goes on:
+    no utterance is open. `window` is the one the pause's `Paused` announced (now final);
+    `at` and `silence` as in `Paused`, on the same grid."""
+
+    window: tuple[int, int]
+    at: int
+    silence: int
+
+
+@dataclass(frozen=True)
 class Resumed:
     """Speech went on after a `Paused`: the window it announced is void."""
 
@@ -127,7 +143,7 @@ class Cut:
     span: Span
 
 
-Event = Started | Paused | Resumed | Closed | Cut
+Event = Started | Paused | Quiet | Resumed | Closed | Cut
 
 
 @dataclass
@@ -142,12 +158,21 @@ class _Utterance:
     paused: bool = False
 
 
+@dataclass(frozen=True)
+class _Gap:
+    """A pause whose utterance was closed mid-turn: still judged while it lasts."""
+
+    window: tuple[int, int]
+    speech_end: int
+
+
 class Endpointer:
     def __init__(self, config: EndpointerConfig) -> None:
         self.config = config
         self.frames = 0  # VAD frames seen
         self.boundary = 0  # where the next span starts: the end of the last one
         self._utt: _Utterance | None = None
+        self._gap: _Gap | None = None
 
     # --- what the driver may ask -------------------------------------------------------------
     @property
@@ -188,6 +213,7 @@ class Endpointer:
         """
         at = max(at, self.boundary)
         utt, self._utt = self._utt, None
+        self._gap = None
         span = Span(self.boundary, at, utt.speech_start if utt else None, at)
         self.boundary = at
         return span
@@ -199,9 +225,12 @@ class Endpointer:
         self.frames += 1
         frame_end = self.frames * FRAME
         utt = self._utt
+        if self._blip_over(utt):
+            utt = self._utt = None
         if utt is None:
             if p < cfg.threshold:
                 self._close_silence(frame_end, events)
+                self._quiet(frame_end, events)
                 return
             start = max(index * FRAME - PRE_ROLL, self.boundary)
             utt = self._utt = _Utterance(start, index * FRAME)
@@ -222,6 +251,7 @@ class Endpointer:
                 events.append(Paused(window, frame_end, frame_end - utt.speech_end))
         if not utt.confirmed and utt.speech_frames >= MIN_SPEECH_FRAMES:
             utt.confirmed = True
+            self._gap = None
             events.append(Started(utt.first_speech))
         if utt.silence_run >= cfg.silence_frames:
             self._utt = None
@@ -238,22 +268,53 @@ class Endpointer:
             else:  # a long murmur that never became speech: noise, forget it
                 self._utt = None
 
+    def _blip_over(self, utt: _Utterance | None) -> bool:
+        """In a pause closed mid-turn, sound that fell silent again before it became speech is
+        forgotten there, so the pause goes on being judged (not only after `endpoint_ms`)."""
+        return (
+            self._gap is not None
+            and utt is not None
+            and not utt.confirmed
+            and utt.silence_run >= PAUSE_FRAMES
+        )
+
     def _pause_due(self, utt: _Utterance) -> bool:
-        past = utt.silence_run - PAUSE_FRAMES
+        return self._due(utt.silence_run)
+
+    def _due(self, silent_frames: int) -> bool:
+        past = silent_frames - PAUSE_FRAMES
         every = self.config.pause_every_frames
         return past == 0 or (every > 0 and past > 0 and past % every == 0)
 
-    def end_utterance(self) -> Span | None:
+    def _quiet(self, frame_end: int, events: list[Event]) -> None:
+        """With no utterance open after a mid-turn close, announce the pause as it grows."""
+        gap = self._gap
+        if gap is not None and self._due((frame_end - gap.speech_end) // FRAME):
+            events.append(Quiet(gap.window, frame_end, frame_end - gap.speech_end))
+
+    def end_utterance(self, closing: bool = True) -> Span | None:
         """Close the open utterance here, as its endpoint would (Flux: the turn was judged
-        over in this pause). Its decode window is the one its `Paused` announced, so a decode
-        started then is the final's. None when no confirmed utterance is open."""
+        over in this pause, or, `closing=False`, judged to go on: each phrase is then decoded
+        on its own). Its decode window is the one its `Paused` announced, so a decode started
+        then is the final's. In a pause an earlier call closed mid-turn, `closing` ends the
+        silence since then instead: a span with nothing to decode that claims `speech_final`
+        (it stops short of a blip still open, so no speech is lost). None when there is
+        nothing to close."""
         utt = self._utt
-        if utt is None or not utt.confirmed:
-            return None
-        self._utt = None
         end = self.frames * FRAME
+        if utt is None or not utt.confirmed:
+            if not closing or self._gap is None:
+                return None
+            self._gap = None
+            end = max(self.boundary, utt.speech_start if utt is not None else end)
+            span = Span(self.boundary, end, None, end, True)
+            self.boundary = end
+            return span
+        self._utt = None
         decode_end = max(utt.speech_start, min(end, utt.speech_end + SPEECH_PAD))
-        span = Span(self.boundary, end, utt.speech_start, decode_end, True)
+        span = Span(self.boundary, end, utt.speech_start, decode_end, closing)
+        if not closing:
+            self._gap = _Gap((utt.speech_start, decode_end), utt.speech_end)
         self.boundary = end
         return span
 
