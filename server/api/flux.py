@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, WebSocket
 
 from server.api.auth import parse_subprotocols
 from server.api.gate import admit
-from server.api.ws import admit_stream
+from server.api.ws import admit_stream, run_session
 from server.deepgram.flux_params import FluxParams, parse_flux
 from server.deepgram.flux_stream import FluxAdapter, FluxSpec
 from server.deepgram.params import param_limits
@@ -108,17 +108,4 @@ async def listen_v2(ws: WebSocket) -> None:
     scheme = parse_subprotocols(list(ws.scope.get("subprotocols") or []))[0]
     await ws.accept(subprotocol=scheme, headers=[(b"dg-request-id", request_id.encode())])
     session = Session(ws, engine, spec, adapter)
-    app.state.streams.add(session)
-    log.info("flux stream opened", extra={"request_id": request_id, "model": prepared.model})
-    try:
-        await session.run()
-    finally:
-        app.state.streams.discard(session)
-        log.info(
-            "flux stream closed",
-            extra={
-                "request_id": request_id,
-                "audio_seconds": round(session.samples / SAMPLE_RATE, 3),
-                "peak_backlog_s": round(session.peak_backlog_s, 3),
-            },
-        )
+    await run_session(ws, session, request_id, "flux stream")

@@ -32,6 +32,7 @@ from server.settings import Settings
 from server.streaming import policy
 from server.streaming.config import StreamConfig
 from server.streaming.session import Session, StreamSpec
+from server.vad import SAMPLE_RATE
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -128,17 +129,24 @@ async def listen(ws: WebSocket) -> None:
     scheme = parse_subprotocols(list(ws.scope.get("subprotocols") or []))[0]
     await ws.accept(subprotocol=scheme, headers=[(b"dg-request-id", request_id.encode())])
     session = Session(ws, engine, spec, adapter, outbound=app.state.outbound)
-    app.state.streams.add(session)
-    log.info("stream opened", extra={"request_id": request_id, "model": spec.config.model})
+    await run_session(ws, session, request_id, "stream")
+
+
+async def run_session(ws: WebSocket, session: Session, request_id: str, kind: str) -> None:
+    """Run an accepted stream (v1 or Flux) as one the server knows of, so shutdown can reach
+    it, and log its life."""
+    streams = ws.app.state.streams
+    streams.add(session)
+    log.info(f"{kind} opened", extra={"request_id": request_id, "model": session.config.model})
     try:
         await session.run()
     finally:
-        app.state.streams.discard(session)
+        streams.discard(session)
         log.info(
-            "stream closed",
+            f"{kind} closed",
             extra={
                 "request_id": request_id,
-                "audio_seconds": round(session.samples / 16000, 3),
+                "audio_seconds": round(session.samples / SAMPLE_RATE, 3),
                 "backlog_s": round(session.backlog_s, 3),
                 "peak_backlog_s": round(session.peak_backlog_s, 3),
             },

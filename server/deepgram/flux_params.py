@@ -22,6 +22,7 @@ from server.deepgram.params import (
     _check_term_length,
     _language,
     parse_bool,
+    query_items,
     shown,
 )
 from server.notices import Notices
@@ -124,11 +125,7 @@ def parse_flux(
     query: QueryParams | Iterable[tuple[str, str]], limits: ParamLimits | None = None
 ) -> FluxParams:
     limits = limits or ParamLimits()
-    items = list(query.multi_items() if isinstance(query, QueryParams) else query)
-    if len(items) > limits.max_params:
-        raise ParamError(
-            f"Too many query parameters: {len(items)} (this server accepts {limits.max_params})"
-        )
+    items = query_items(query, limits)
     out = FluxParams()
     changes: dict[str, float | int] = {}
     keyterms: dict[str, str] = {}

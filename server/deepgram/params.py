@@ -209,15 +209,23 @@ def param_limits(settings: Settings) -> ParamLimits:
     )
 
 
-def parse(
-    query: QueryParams | Iterable[tuple[str, str]], limits: ParamLimits | None = None
-) -> ListenParams:
-    limits = limits or ParamLimits()
+def query_items(
+    query: QueryParams | Iterable[tuple[str, str]], limits: ParamLimits
+) -> list[tuple[str, str]]:
+    """The query's (key, value) pairs, refused past `max_params` before any is read."""
     items = list(query.multi_items() if isinstance(query, QueryParams) else query)
     if len(items) > limits.max_params:
         raise ParamError(
             f"Too many query parameters: {len(items)} (this server accepts {limits.max_params})"
         )
+    return items
+
+
+def parse(
+    query: QueryParams | Iterable[tuple[str, str]], limits: ParamLimits | None = None
+) -> ListenParams:
+    limits = limits or ParamLimits()
+    items = query_items(query, limits)
     out = ListenParams()
     seen: set[str] = set()
     keyterms: dict[str, str] = {}  # casefolded -> first spelling: repeats steer nothing more
