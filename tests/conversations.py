@@ -376,16 +376,3 @@ def conversation(
 
 def voices(part: str) -> list[Voice]:
     return [v for v in VOICES if v.part == part]
-
-
-def held_out_no_pause_pairs(count: int = 2):
-    """The first `count` held-out conversations of two speakers, 15-30 s long, with a turn that
-    follows the last one with no pause: chosen by that rule, not by how they score."""
-    found = []
-    for index in range(48):
-        conv = conversation("held", index)
-        if conv.speakers == 2 and 15 <= conv.duration <= 30 and conv.min_gap <= 0:
-            found.append(conv)
-        if len(found) == count:
-            return found
-    raise AssertionError("the held-out part has too few such conversations")
