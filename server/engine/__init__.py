@@ -88,7 +88,7 @@ class Engine:
         self.diarizer = Diarizer(
             settings.diarize_embedding_model,
             DiarizeOptions(
-                min_silhouette=settings.diarize_min_silhouette,
+                threshold=settings.diarize_threshold,
                 max_speakers=settings.diarize_max_speakers,
             ),
             threads=settings.cpu_threads or None,
