@@ -19,7 +19,6 @@ PyTorch); gpu_check finds it. A host with PyPI needs no bundle: `make gpu-check`
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata as md
 import json
 import re
@@ -35,6 +34,7 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.gpu_check import sha256  # noqa: E402  (the check verifies what this packs)
 from tests import corpus  # noqa: E402
 
 # Taken from the device image as they are (the lent machines' package list, read 2026-11-17):
@@ -112,14 +112,6 @@ def corpus_copy(target: Path) -> None:
     for item in corpus.CORPUS.iterdir():
         if item.is_file() and item.name != LONG:
             shutil.copyfile(item, target / item.name)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
