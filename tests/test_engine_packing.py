@@ -223,10 +223,15 @@ def test_by_default_only_interims_are_packed(packing_engine: Engine) -> None:
 
 def test_two_packed_live_streams_never_exchange_a_word(server_factory) -> None:
     """Two speakers streamed at once, real-time pace, to a one-worker server packing everything:
-    every final word of each stream is its own speaker's."""
+    every final word of each stream is its own speaker's.
+
+    A fast machine decodes each window before the other stream's next one arrives, so nothing
+    would wait together and nothing would be packed; a one-second batching window makes the two
+    streams' decodes (each stream submits one at least every half second while it speaks) meet in
+    the queue on any machine."""
     if not corpus.clips():
         pytest.skip(corpus.MISSING)
-    server = server_factory("--workers", "1", "--pack", "all")
+    server = server_factory("--workers", "1", "--pack", "all", "--batch-window-ms", "1000")
     pause = np.zeros(8000, np.float32)
 
     def program(names: list[str]) -> np.ndarray:
