@@ -113,6 +113,26 @@ def test_streaming_and_deadlines_run_first(
     assert order == ["bulk-urgent", "final", "interim", "bulk-a", "bulk-b"]
 
 
+def test_a_final_due_later_yields_to_one_due_now(
+    engine_factory, clip: np.ndarray, blocker_audio: np.ndarray
+) -> None:
+    """Finals decoded at a pause are needed when the pause is judged: v1 at endpointing=800
+    first uses its final 0.6 s after Flux (0.2 s) uses its own, so Flux's goes first even
+    when it came second."""
+    engine = engine_factory(batch_size=1)
+    order: list[str] = []
+    blocker = occupy(engine, blocker_audio)
+    submit = engine.scheduler.submit
+    for label, due_in_s in [("v1@800", 0.6), ("v1@300", 0.1), ("flux", 0.0)]:
+        (future,) = submit("tiny.en", [clip], OPTIONS, Priority.STREAM_FINAL, due_in_s=due_in_s)
+        future.add_done_callback(lambda _, label=label: order.append(label))
+    blocker.result(timeout=120)
+    deadline = time.monotonic() + 120
+    while len(order) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert order == ["flux", "v1@300", "v1@800"]
+
+
 def test_droppable_work_expires_and_the_rest_is_decoded(
     engine_factory, clip: np.ndarray, blocker_audio: np.ndarray
 ) -> None:

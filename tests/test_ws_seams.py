@@ -326,6 +326,7 @@ class ScriptedDecoder:
         self.delay = delay
         self.rng = random.Random(seed)
         self.finals: list[tuple[float, float]] = []
+        self.due: list[float] = []  # each final's due_in_s
         self.gate: asyncio.Event | None = None
 
     def _words(self, audio: np.ndarray) -> list[StreamWord]:
@@ -345,8 +346,11 @@ class ScriptedDecoder:
         if self.gate is not None:
             await self.gate.wait()
 
-    async def final(self, audio: np.ndarray, config: StreamConfig) -> list[StreamWord]:
+    async def final(
+        self, audio: np.ndarray, config: StreamConfig, due_in_s: float = 0.0
+    ) -> list[StreamWord]:
         self.finals.append((float(audio[0]) / SR, (float(audio[-1]) + 1) / SR))
+        self.due.append(due_in_s)
         await self._wait()
         return self._words(audio)
 
@@ -523,6 +527,24 @@ def test_finalize_just_after_an_endpoint_marks_that_final_not_an_empty_one():
     assert [f.start for f in finals[1:]] == [finals[0].end, finals[1].end]
 
 
+@pytest.mark.parametrize(
+    ("endpoint_ms", "decide_after_s", "due"),
+    [
+        (800, None, 0.8 - PAUSE_FRAMES * FRAME / SR),
+        (300, None, 0.3 - PAUSE_FRAMES * FRAME / SR),
+        (5000, 0.2, 0.0),
+    ],
+)
+def test_a_pause_final_is_due_when_the_pause_will_be_decided(endpoint_ms, decide_after_s, due):
+    """The final decoded at a pause carries when the stream will first use it: v1 at its
+    endpoint, Flux at its first judgement (0.2 s, before the 0.224 s pause is even announced)."""
+    timeline = Timeline((("hello", 0.5, 0.9), ("there", 1.0, 1.4)), 3.5)
+    decoder = ScriptedDecoder(timeline)
+    config = stream_config(endpoint_ms=endpoint_ms, decide_after_s=decide_after_s)
+    asyncio.run(drive(timeline, decoder, config=config))
+    assert decoder.due[0] == pytest.approx(due, abs=0.04)
+
+
 def test_the_end_of_a_stream_over_silence_is_answered_by_an_empty_final():
     """Deepgram's last Results after CloseStream reaches the end of the audio, so a client's
     transcript cursor (`start + duration`) ends where the Metadata's `duration` does: the
@@ -590,7 +612,9 @@ class GatedFinals(ScriptedDecoder):
         self.gate = asyncio.Event()
         self.interims: list[float] = []  # where each interim window ended (stream seconds)
 
-    async def final(self, audio: np.ndarray, config: StreamConfig) -> list[StreamWord]:
+    async def final(
+        self, audio: np.ndarray, config: StreamConfig, due_in_s: float = 0.0
+    ) -> list[StreamWord]:
         await self.gate.wait()
         return self._words(audio)
 

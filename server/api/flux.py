@@ -24,7 +24,7 @@ from server.engine import Engine
 from server.settings import Settings
 from server.streaming.config import StreamConfig
 from server.streaming.session import Session, StreamSpec
-from server.turns.judge import JUDGE_EVERY_S
+from server.turns.judge import JUDGE_EVERY_S, SCORE_AFTER_S
 from server.turns.model import TurnModel
 from server.vad import FRAME, SAMPLE_RATE
 
@@ -63,6 +63,7 @@ def flux_config(prepared: Prepared, params: FluxParams, settings: Settings) -> S
         final_options=final,
         interim_options=interim,
         pause_every_frames=max(1, round(JUDGE_EVERY_S * SAMPLE_RATE / FRAME)),
+        decide_after_s=SCORE_AFTER_S,
     )
 
 

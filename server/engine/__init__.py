@@ -190,12 +190,14 @@ class Engine:
         *,
         admit: bool = True,
         deadline_s: float | None = None,
+        due_in_s: float = 0.0,
         droppable: bool = False,
         owner: str | None = None,
     ) -> list[list[Segment]]:
         """Decode windows through the shared scheduler; cancelling the caller cancels its work.
 
-        `deadline_s` (seconds from now) overrides the priority's default budget; `droppable`
+        `deadline_s` (seconds from now) overrides the priority's default budget, which
+        `due_in_s` (when the caller will first use the result) delays; `droppable`
         work whose deadline passes before a worker reaches it raises `DeadlineExpired` instead
         of being decoded late (for interims only: admitted finals and bulk are never dropped).
         `owner` (default: the request's API key digest, `owner.CURRENT`) decides which windows
@@ -208,6 +210,7 @@ class Engine:
             priority,
             admit=admit,
             deadline_s=deadline_s,
+            due_in_s=due_in_s,
             droppable=droppable,
             owner=owner or owners.CURRENT.get(),
         )

@@ -251,6 +251,7 @@ class Scheduler:
         *,
         admit: bool = True,
         deadline_s: float | None = None,
+        due_in_s: float = 0.0,
         droppable: bool = False,
         owner: str | None = None,
         kind: Kind = Kind.DECODE,
@@ -266,6 +267,7 @@ class Scheduler:
             priority,
             admit=admit,
             deadline_s=deadline_s,
+            due_in_s=due_in_s,
             droppable=droppable,
             owner=owner,
             kind=kind,
@@ -279,6 +281,7 @@ class Scheduler:
         *,
         admit: bool = True,
         deadline_s: float | None = None,
+        due_in_s: float = 0.0,
         droppable: bool = False,
         owner: str | None = None,
         kind: Kind = Kind.DECODE,
@@ -286,9 +289,17 @@ class Scheduler:
         """Queue several groups (e.g. the channels of one file) as one all-or-nothing request.
 
         `owner` (an API key's digest, or None) decides which windows may share a packed window.
+        `due_in_s`: the caller will not use the result before then, so the priority's budget
+        starts that much later (a final decoded speculatively at a pause is needed only when
+        the pause is judged: a stream that decides after 0.8 s of silence yields to one that
+        decides after 0.2 s).
         """
         now = time.monotonic()
-        budget = deadline_s if deadline_s is not None else self._config.budget(priority)
+        budget = (
+            deadline_s
+            if deadline_s is not None
+            else max(0.0, due_in_s) + self._config.budget(priority)
+        )
         deadline = now + budget
         out: list[list[Future]] = []
         with self._cond:

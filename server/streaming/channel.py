@@ -241,8 +241,8 @@ class Channel:
                 self.transcript.speech_resumed()
                 if self.config.vad_events:
                     self._emit(SpeechStarted(self.index, at / SAMPLE_RATE))
-            case Paused(window):
-                self._speculate(window)
+            case Paused(window, _, silence):
+                self._speculate(window, silence)
             case Resumed():
                 self._drop_speculation()
             case Closed(span) | Cut(span):
@@ -291,13 +291,15 @@ class Channel:
         self._finals.append(job)
         self._wake.set()
 
-    def _speculate(self, window: Window) -> None:
+    def _speculate(self, window: Window, silence: int) -> None:
         """The speaker paused: decode the final's window now, while the endpoint's silence is
-        still being confirmed; most such pauses are endpoints."""
+        still being confirmed; most such pauses are endpoints. It is due when the stream
+        would first use it (`StreamConfig.due_in_s`), not at once."""
         if self._speculation is not None and self._speculation[0] == window:
             return  # the same pause, announced again as it grows
         self._drop_speculation()
-        self._speculation = (window, self._start_final_decode(window))
+        due_in_s = self.config.due_in_s(silence / SAMPLE_RATE)
+        self._speculation = (window, self._start_final_decode(window, due_in_s))
 
     def _drop_speculation(self) -> None:
         if self._speculation is not None:
@@ -406,18 +408,20 @@ class Channel:
         begin = max(self._buffer.start, min(span.speech_start, end - MIN_SPEAKER_AUDIO))
         return self._speakers.start(self._buffer.window(begin, end), begin)
 
-    def _start_final_decode(self, window: Window) -> asyncio.Task:
+    def _start_final_decode(self, window: Window, due_in_s: float = 0.0) -> asyncio.Task:
         """Cut the window's audio now (with left context) and decode it in a task."""
         speech_start, end = window
         room = int(MAX_WINDOW_S * SAMPLE_RATE) - (end - speech_start)
         begin = max(0, speech_start - max(0, min(LEFT_CONTEXT, room)))
         audio = self._buffer.window(begin, end)
-        task = asyncio.create_task(self._decode_final(audio, begin))
+        task = asyncio.create_task(self._decode_final(audio, begin, due_in_s))
         task.add_done_callback(self._decoded)
         return task
 
-    async def _decode_final(self, audio: np.ndarray, begin: int) -> list[StreamWord]:
-        return on_stream_clock(await self._decoder.final(audio, self.config), begin)
+    async def _decode_final(
+        self, audio: np.ndarray, begin: int, due_in_s: float = 0.0
+    ) -> list[StreamWord]:
+        return on_stream_clock(await self._decoder.final(audio, self.config, due_in_s), begin)
 
     def _interim_due(self) -> bool:
         start = self._endpointer.open_start

@@ -25,6 +25,15 @@ class StreamConfig:
     interim_options: DecodeOptions
     silence_final_s: float = 0.0  # silence this long gets an empty final (0: never)
     pause_every_frames: int = 0  # Flux: announce a growing pause again (see `Paused`)
+    # Silence after which a pause's final is first needed: when Flux first judges the pause.
+    # None: at the endpoint (`endpoint_ms`), as v1's `speech_final` needs it.
+    decide_after_s: float | None = None
+
+    def due_in_s(self, silence_s: float) -> float:
+        """How long after a pause of `silence_s` its final is first needed (the scheduler's
+        deadline for the final decoded speculatively at that pause starts then)."""
+        after = self.endpoint_ms / 1000 if self.decide_after_s is None else self.decide_after_s
+        return max(0.0, after - silence_s)
 
     @property
     def endpointer(self) -> EndpointerConfig:

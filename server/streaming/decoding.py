@@ -22,7 +22,9 @@ from server.vad import plan_speech
 
 
 class WindowDecoder(Protocol):
-    async def final(self, audio: np.ndarray, config: StreamConfig) -> list[StreamWord]: ...
+    async def final(
+        self, audio: np.ndarray, config: StreamConfig, due_in_s: float = 0.0
+    ) -> list[StreamWord]: ...
 
     async def interim(self, audio: np.ndarray, config: StreamConfig) -> list[StreamWord]: ...
 
@@ -41,9 +43,12 @@ class EngineDecoder:
         client named the language: only a detected one is reported back)."""
         return self._language if self._detects else None
 
-    async def final(self, audio: np.ndarray, config: StreamConfig) -> list[StreamWord]:
+    async def final(
+        self, audio: np.ndarray, config: StreamConfig, due_in_s: float = 0.0
+    ) -> list[StreamWord]:
         """A final's window is cut as the REST path cuts a file (offline VAD, speech regions
-        joined, padded) and decoded the same way, so a streamed phrase reads as the file would."""
+        joined, padded) and decoded the same way, so a streamed phrase reads as the file would.
+        `due_in_s`: when the stream will first need it (see `Scheduler.submit_groups`)."""
         plan = await asyncio.to_thread(plan_speech, audio, vad_options(self.engine), 30.0)
         if not plan.windows:
             return []
@@ -54,6 +59,7 @@ class EngineDecoder:
             options,
             Priority.STREAM_FINAL,
             admit=False,  # the stream was admitted: its finals are never refused
+            due_in_s=due_in_s,
         )
         return [
             word
