@@ -27,8 +27,7 @@ from tests.ws_helpers import RAW16, Stream, audio_frames, run_stream, samples16k
 COUNTING = "en_uberi_one_two_three.wav"
 JFK = "en_jfk_inaugural_1961.flac"
 SPEECH = {
-    # A Luhn-valid number; varied digits (a repetitive one sends Whisper into sampled fallback
-    # decodes, which drop words at random).
+    # A Luhn-valid number; varied digits (a repetitive one trips Whisper's repetition check).
     "card": "Please charge my credit card. The number is four five three nine, one four eight "
     "eight, zero three four three, six four six seven.",
     "ssn": "My social security number is 1 2 3, 4 5, 6 7 8 9.",

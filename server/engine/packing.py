@@ -12,9 +12,9 @@ one instead) when:
 
 - a word starts in a gap (not within `EDGE_TOLERANCE_S` of a piece), or runs into the next
   piece's audio;
-- the packed decode fails Whisper's fallback rule (too repetitive, or unsure): it is decoded
-  greedily/beam once, never re-sampled at higher temperatures (sampling is where hallucinated
-  repeats live, and re-sampling a 30 s pack only to refuse it would waste the saving);
+- the packed decode fails Whisper's fallback rule (too repetitive, or unsure): a pack is
+  decoded once, never retried (re-decoding a 30 s pack only to refuse it would waste the
+  saving);
 - two pieces share a run of words (`REPEAT_RUN`): the classic Whisper failure of repeating
   earlier text into later audio would copy one client's words into another's result.
 
@@ -225,7 +225,7 @@ def decode(
     alone = [i for p, g in zip(packs, groups, strict=True) if p is None for i in g]
     packed = [p for p in packs if p is not None]
     # Packs are decoded at the first temperature only; windows alone keep their fallback.
-    once = replace(options, temperatures=options.temperatures[:1] or (0.0,))
+    once = replace(options, temperatures=options.temperatures[:1] or (0.0,), repair_ngram=0)
     decoded_alone = iter(decode_batch(model, [windows[i] for i in alone], options))
     decoded_packs = iter(decode_batch(model, [p.audio for p in packed], once))
     decoded = [next(decoded_alone) if p is None else next(decoded_packs) for p in packs]

@@ -40,7 +40,15 @@ class DecodeOptions:
     language: str = "en"
     task: str = "transcribe"
     beam_size: int = 5
-    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    # The first decode's temperature (0: beam search), then sampling retries at the others.
+    # Sampling draws from CTranslate2's per-thread random generator, which no request can
+    # seed, so a sampled retry gives the same audio different words from one request to the
+    # next: only a client that asks for a temperature (OpenAI's `temperature`) gets them.
+    temperatures: tuple[float, ...] = (0.0,)
+    # A first decode that fails the checks below is retried once, deterministically, by beam
+    # search with no repeated n-gram of this many tokens (what the checks mostly catch is a
+    # decode stuck in a loop); 0: no such retry.
+    repair_ngram: int = 5
     compression_ratio_threshold: float = 2.4
     log_prob_threshold: float = -1.0
     no_speech_threshold: float = 0.6
@@ -60,6 +68,8 @@ class DecodeOptions:
             self.language,
             self.task,
             self.beam_size,
+            self.temperatures,
+            self.repair_ngram,
             self.initial_prompt,
             self.hotwords,
             self.suppress_tokens,
@@ -192,12 +202,13 @@ def _generate(
     tokenizer: Tokenizer,
     options: DecodeOptions,
     temperature: float,
+    no_repeat_ngram_size: int = 0,
 ) -> list[_Decoded]:
     count = encoder_output.shape[0]
     sampling = (
         {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
         if temperature > 0
-        else {"beam_size": options.beam_size}
+        else {"beam_size": options.beam_size, "no_repeat_ngram_size": no_repeat_ngram_size}
     )
     results = model.model.generate(
         encoder_output,
@@ -238,7 +249,7 @@ def _needs_fallback(item: _Decoded, options: DecodeOptions) -> bool:
 
 
 def _pick(attempts: list[_Decoded], options: DecodeOptions) -> _Decoded:
-    """When every temperature failed: the most likely attempt that is not repetitive, if any."""
+    """When every attempt failed: the most likely attempt that is not repetitive, if any."""
     readable = [a for a in attempts if a.compression_ratio <= options.compression_ratio_threshold]
     best = max(readable or attempts, key=lambda a: a.avg_logprob)
     return _Decoded(
@@ -258,17 +269,24 @@ def _decode_with_fallback(
     tokenizer: Tokenizer,
     options: DecodeOptions,
 ) -> list[_Decoded]:
-    """Per-item temperature fallback: each retry re-runs only the items that still fail."""
+    """Per-item fallback: each retry re-runs only the items that still fail. The first
+    retry is deterministic (beam search, repeated n-grams blocked); sampled ones follow only
+    when `options.temperatures` asks for them."""
     temperatures = list(options.temperatures) or [0.0]
     everyone = list(range(count))
     first = _generate(model, encoded.take(everyone), prompt, tokenizer, options, temperatures[0])
     attempts: list[list[_Decoded]] = [[item] for item in first]
     best: list[_Decoded | None] = [None if _needs_fallback(d, options) else d for d in first]
-    for temperature in temperatures[1:]:
+    steps: list[tuple[float, int]] = [(t, 0) for t in temperatures[1:]]
+    if options.repair_ngram and temperatures[0] == 0:
+        steps.insert(0, (0.0, options.repair_ngram))
+    for temperature, ngram in steps:
         pending = [i for i in everyone if best[i] is None]
         if not pending:
             break
-        retry = _generate(model, encoded.take(pending), prompt, tokenizer, options, temperature)
+        retry = _generate(
+            model, encoded.take(pending), prompt, tokenizer, options, temperature, ngram
+        )
         for index, item in zip(pending, retry, strict=True):
             attempts[index].append(item)
             if not _needs_fallback(item, options):

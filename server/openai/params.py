@@ -48,7 +48,8 @@ class AudioParams:
 
     @property
     def temperatures(self) -> tuple[float, ...] | None:
-        """0 keeps Whisper's fallback ladder (as OpenAI documents); t > 0 starts it at t."""
+        """0: the server's deterministic decode (see `DecodeOptions.temperatures`); t > 0 samples,
+        a ladder from t, as OpenAI documents."""
         if self.temperature <= 0:
             return None
         steps = math.floor((1.0 - self.temperature) / 0.2 + 1e-9)
