@@ -24,10 +24,12 @@ fixed-silence endpointer (END at exactly `endpointing` ms of silence).
 Live (`--url ws://host:port`): the same turns as one program per protocol (inserted pauses in
 place, AFTER_TURN_S of silence after each turn end), sent at real-time pace in 100 ms chunks:
 Flux over `/v2/listen` at default thresholds, and v1 `speech_final` at `endpointing=300` and
-`=800`, side by side. Latency is wall time from sending the last word's audio to the event;
-an event is attributed to the pause its audio time falls in.
+`=800`, side by side (or, with `--one-at-a-time`, each alone on the server). Latency is wall
+time from sending the last word's audio to the event; an event is attributed to the pause its
+audio time falls in.
 
-    .venv/bin/python bench/turns.py [--url ws://127.0.0.1:8000] [--tune] [--cache PATH]
+    .venv/bin/python bench/turns.py [--url ws://127.0.0.1:8000 [--one-at-a-time]] [--tune]
+        [--cache PATH]
 """
 
 from __future__ import annotations
@@ -595,6 +597,12 @@ def table(rows: list[tuple[str, dict[str, str]]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="also stream live to this server (ws://host:port)")
+    parser.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="live: stream the three protocols one after another, each alone on the server "
+        "(wall-clock latency without the three lockstep streams queueing for the same cores)",
+    )
     parser.add_argument("--cache", type=Path, help="keep decodes and scores here between runs")
     parser.add_argument("--tune", action="store_true", help="print the best rules on a grid")
     parser.add_argument(
@@ -642,19 +650,21 @@ def main() -> None:
 
     if args.url:
         program = build_program(items, args.after_s)
+        how = "one stream at a time" if args.one_at_a_time else "three streams at once"
         print(
             f"live: {len(program.audio) / SR:.0f} s program ({len(program.ends)} turns, "
-            f"{len(program.pauses)} mid-turn pauses) at real-time pace, three streams at once"
+            f"{len(program.pauses)} mid-turn pauses) at real-time pace, {how}"
         )
 
         async def run_live() -> list[LiveEvents]:
-            return list(
-                await asyncio.gather(
-                    flux_live(args.url, program),
-                    v1_live(args.url, program, 300),
-                    v1_live(args.url, program, 800),
-                )
+            runs = (
+                lambda: flux_live(args.url, program),
+                lambda: v1_live(args.url, program, 300),
+                lambda: v1_live(args.url, program, 800),
             )
+            if args.one_at_a_time:
+                return [await run() for run in runs]
+            return list(await asyncio.gather(*(run() for run in runs)))
 
         names = ["Flux /v2/listen (defaults), live", "v1 endpointing=300, live",
                  "v1 endpointing=800, live"]  # fmt: skip
