@@ -144,8 +144,8 @@ def test_every_serve_flag_shows_help_and_default():
 
 
 def test_diarize_labels_the_two_speakers_of_a_conversation(tmp_path):
-    """A held-out assembled conversation (tests/conversations.py): the corpus's telephone call
-    reads as one voice with no hint, a known miss test_diarize holds as a strict xfail."""
+    """A held-out assembled conversation (tests/conversations.py), one turn following another
+    with no pause: two voices in the WebVTT."""
     from tests.conversations import held_out_no_pause_pairs
 
     corpus.by_name("en_multispeaker_pyannote_sample_telephone.wav")  # skips without the corpus

@@ -227,8 +227,8 @@ def test_chunked_upload_over_the_limit_is_refused(keyed_server):
 
 
 def test_diarized_json_labels_the_speakers_of_a_conversation(server):
-    """Speakers on a held-out assembled conversation (the corpus's telephone call reads as one
-    voice with no hint: a known miss, a strict xfail in test_diarize); words on the call."""
+    """Speakers on a held-out assembled conversation (tests/conversations.py); words on the
+    call."""
     from tests.conversations import held_out_no_pause_pairs
 
     conversation = held_out_no_pause_pairs(1)[0]

@@ -132,7 +132,7 @@ def test_file_timeline_player_and_downloads_with_a_key(keyed_server, tmp_path):
     try:
         driver.set_window_size(1280, 900)
         open_page(driver, keyed_server)
-        driver.find_element("id", "diarize").click()  # speaker colours
+        driver.find_element("id", "diarize").click()  # a two-person call: speaker colours
         driver.find_element("id", "file-input").send_keys(str(clip.path))
         wait_for(driver, "document.getElementById('progress').value === 100", 120)
         words = wait_for(
@@ -145,10 +145,7 @@ def test_file_timeline_player_and_downloads_with_a_key(keyed_server, tmp_path):
             "return [...new Set([...document.querySelectorAll('#timeline .word')]"
             ".map(w => [...w.classList].find(c => c.startsWith('spk-'))))]"
         )
-        # Every word carries its speaker's colour. How many voices the call has is the API's
-        # answer, not the page's: with no hint it reads as one (a known miss, held as a strict
-        # xfail in test_diarize).
-        assert speakers and None not in speakers, speakers
+        assert sorted(speakers) == ["spk-0", "spk-1"], speakers  # a two-person call
         assert corpus.wer([clip.reference], [" ".join(words)]) <= 35, words
         # The player highlights the word being spoken at its position.
         highlighted = driver.execute_script(
