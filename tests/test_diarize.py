@@ -11,7 +11,6 @@ from server.diarize import cluster
 from server.diarize.embedder import bundled_model_path, load_embedder
 from server.diarize.features import log_mel, mel_filterbank
 from server.diarize.pipeline import DiarizeOptions, diarize, silhouette, window_grid
-from server.diarize.regions import speech_regions
 from tests import corpus
 from tests.conversations import held_out_no_pause_pairs
 
@@ -158,22 +157,25 @@ def test_window_grid_tiles_regions_and_centres_short_ones():
 
 
 def test_pipeline_counts_speakers_without_hints(embedder):
+    """On the speech regions the server finds (its VAD settings), as REST diarizes a file."""
+    from bench.diarize import load_regions
+
     corpus.by_name(SINGLE)  # skips cleanly without the corpus
     telephone = decoded(f"{TELEPHONE}.wav")
-    result = diarize(telephone, speech_regions(telephone), embedder)
+    result = diarize(telephone, load_regions(telephone), embedder)
     assert result.speakers == 2
     three = decoded(THREE)
     # Its first voice speaks 2.8 s in all, under the 4 s a voice needs to count without a
     # hint (chosen on the development part: shorter stretches split one-voice files), so it
     # merges; told there are three, the turns follow the three voices.
-    assert diarize(three, speech_regions(three), embedder).speakers == 2
-    hinted = diarize(three, speech_regions(three), embedder, DiarizeOptions(num_speakers=3))
+    assert diarize(three, load_regions(three), embedder).speakers == 2
+    hinted = diarize(three, load_regions(three), embedder, DiarizeOptions(num_speakers=3))
     assert [t.speaker for t in hinted.turns if t.end - t.start > 1.0][:3] == [0, 1, 2]
     single = decoded(SINGLE)
-    assert diarize(single, speech_regions(single), embedder).speakers == 1
+    assert diarize(single, load_regions(single), embedder).speakers == 1
     # A hint is honoured even where the audio alone would say otherwise.
     assert (
-        diarize(single, speech_regions(single), embedder, DiarizeOptions(num_speakers=2)).speakers
+        diarize(single, load_regions(single), embedder, DiarizeOptions(num_speakers=2)).speakers
         == 2
     )
 
