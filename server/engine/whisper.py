@@ -2,7 +2,7 @@
 
 Pure functions over a loaded `WhisperModel`: the scheduler stacks windows from many clients
 into one call. Unlike faster-whisper's `BatchedInferencePipeline`, every item keeps its own
-temperature fallback (re-generated only for the items that need it), and word timings are
+fallback (re-generated only for the items that need it), and word timings are
 computed per item from that item's encoder output with no state carried between items, so a
 window's result equals decoding it alone (tests/test_engine_batching.py): batching changes
 speed, not text. Nothing here mutates the shared model, so workers may call it concurrently.
@@ -167,7 +167,7 @@ class _Encoded:
     subset for fallback or alignment is a cheap slice. On GPUs the batch is encoded in one call
     (where batching pays) and stays where faster-whisper puts it (on the device, or on the host
     when several GPUs share the work, so any replica can read it); a subset is re-encoded, which
-    is cheap there and rare (temperature fallback, silent windows).
+    is cheap there and rare (fallback retries, silent windows).
     """
 
     def __init__(self, model: WhisperModel, features: np.ndarray) -> None:
