@@ -411,9 +411,8 @@ BAD_QUERIES = [
 ]
 
 
-@pytest.mark.parametrize("query", BAD_QUERIES)
-def test_bad_parameters_are_a_400_before_the_upgrade(server, query):
-    url = server.url.replace("http", "ws", 1) + "/v2/listen?model=flux-general-en&" + query
+def refused_upgrade(url: str) -> websockets.InvalidStatus:
+    """The HTTP answer of a WebSocket upgrade the server refuses."""
 
     async def connect() -> websockets.InvalidStatus:
         with pytest.raises(websockets.InvalidStatus) as caught:
@@ -421,7 +420,14 @@ def test_bad_parameters_are_a_400_before_the_upgrade(server, query):
                 pass
         return caught.value
 
-    refusal = asyncio.run(connect())
+    return asyncio.run(connect())
+
+
+@pytest.mark.parametrize("query", BAD_QUERIES)
+def test_bad_parameters_are_a_400_before_the_upgrade(server, query):
+    url = server.url.replace("http", "ws", 1) + "/v2/listen?model=flux-general-en&" + query
+
+    refusal = refused_upgrade(url)
     assert refusal.response.status_code == 400
     assert refusal.response.headers.get("dg-error")
     body = json.loads(refusal.response.body)
@@ -519,13 +525,7 @@ def test_without_the_turn_model_flux_is_refused_and_the_rest_works(server_factor
     srv = server_factory(env={"OPENLISTEN_TURN_MODEL": str(missing)})
     url = srv.url.replace("http", "ws", 1) + "/v2/listen?model=flux-general-en"
 
-    async def connect() -> websockets.InvalidStatus:
-        with pytest.raises(websockets.InvalidStatus) as caught:
-            async with websockets.connect(url, open_timeout=30):
-                pass
-        return caught.value
-
-    refusal = asyncio.run(connect())
+    refusal = refused_upgrade(url)
     assert refusal.response.status_code == 400
     assert "turn_model" in json.loads(refusal.response.body)["err_msg"]
     reply = httpx.post(f"{srv.url}/v1/listen", content=wav_bytes(np.zeros(16000, np.float32)))

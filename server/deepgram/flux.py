@@ -120,14 +120,5 @@ def configure_success(
     return message
 
 
-def configure_failure(request_id: str, code: str, description: str) -> dict[str, Any]:
-    return {
-        "type": "ConfigureFailure",
-        "request_id": request_id,
-        "code": code,
-        "description": description,
-    }
-
-
 def error(code: str, description: str) -> dict[str, Any]:
     return {"type": "Error", "code": code, "description": description}

@@ -306,7 +306,7 @@ class FluxAdapter(Adapter):
                 if isinstance(exc, KeytermLimitExceeded)
                 else "CONFIGURE_INVALID"
             )
-            self.session.put(flux.configure_failure(request_id, code, str(exc)[:500]))
+            self.session.put(live.configure_failure(request_id, code, str(exc)[:500]))
             return
         self._apply_configuration(thresholds, keyterms, hints, text)
         self.session.put(

@@ -203,6 +203,7 @@ def configure_success(request_id: str, keyterms: Sequence[str]) -> dict[str, Any
 
 
 def configure_failure(request_id: str, code: str, description: str) -> dict[str, Any]:
+    """The same message on v1 and Flux (`/v2/listen`)."""
     return {
         "type": "ConfigureFailure",
         "request_id": request_id,
