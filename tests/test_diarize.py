@@ -10,7 +10,7 @@ import pytest
 from server.diarize import cluster
 from server.diarize.embedder import bundled_model_path, load_embedder
 from server.diarize.features import log_mel, mel_filterbank
-from server.diarize.pipeline import DiarizeOptions, diarize, silhouette, window_grid
+from server.diarize.pipeline import DiarizeOptions, assign, diarize, silhouette, window_grid
 from tests import corpus
 from tests.conversations import held_out_no_pause_pairs
 
@@ -204,6 +204,48 @@ def test_online_speakers_keep_ids_and_bounded_memory():
     assert one.speakers == 1 and len(one._ids) <= 60
 
 
+def test_a_short_voice_counts_only_when_it_stands_clearly_apart():
+    """A second voice with under 4 s of speech is a voice of its own only when the two-way
+    split is clear (silhouette 0.55) and it has 1.5 s at least: a brief second speaker is
+    found, a 1.2 s one or a voice barely apart from the first is not."""
+    rng = np.random.default_rng(5)
+    a, b = cluster.unit(rng.normal(size=(2, 32)))
+
+    def windows(voice: np.ndarray, n: int) -> np.ndarray:
+        return cluster.unit(voice + 0.1 * rng.normal(size=(n, 32)))
+
+    def count(second: np.ndarray, n: int) -> int:
+        vectors = np.vstack([windows(a, 15), windows(second, n)])  # 6 s, then n x 0.4 s
+        labels, _ = assign(
+            vectors, np.zeros(len(vectors), np.int64), np.full(len(vectors), 0.4), DiarizeOptions()
+        )
+        return int(labels.max()) + 1
+
+    assert count(b, 5) == 2  # 2.0 s, clearly apart
+    assert count(b, 3) == 1  # 1.2 s: too little to be a voice
+    near = cluster.unit((a + 0.35 * b)[None])[0]
+    assert count(near, 5) == 1  # 2.0 s, but not clearly apart
+
+
+def test_an_online_id_stays_with_the_voice_most_of_its_speech_went_to():
+    """The first final holds a brief voice A (1.2 s, too little to count) and then B (4.8 s):
+    all of it gets id 0, most of it B's. Later finals keep id 0 for B and give A id 1, rather
+    than following the first windows id 0 labelled (A's)."""
+    from server.diarize.online import OnlineSpeakers
+
+    rng = np.random.default_rng(7)
+    a, b = cluster.unit(rng.normal(size=(2, 32)))
+
+    def windows(voice: np.ndarray, n: int) -> np.ndarray:
+        return cluster.unit(voice + 0.15 * rng.normal(size=(n, 32)))
+
+    speakers = OnlineSpeakers(DiarizeOptions())
+    first = np.vstack([windows(a, 3), windows(b, 12)])
+    assert speakers.add(first, np.zeros(15, np.int64), 0.4)[0].tolist() == [0] * 15
+    assert speakers.add(windows(a, 12), np.zeros(12, np.int64), 0.4)[0].tolist() == [1] * 12
+    assert speakers.add(windows(b, 12), np.zeros(12, np.int64), 0.4)[0].tolist() == [0] * 12
+
+
 # --- through the server ------------------------------------------------------------------------
 
 
@@ -386,8 +428,9 @@ def test_stream_two_speakers_and_one_at_real_time(server, tmp_path):
     assert words and all(w.speaker is not None for w in words)
     assert {w.speaker for w in words} == {0, 1}
     accuracy = word_accuracy([(w.start, w.end, w.speaker) for w in words], conv.turns)
-    # The held-out target is 0.85 over the part; this conversation measures 0.84.
-    assert accuracy >= 0.8, (conv.name, accuracy)
+    # bench/diarize.py's stream path measures 0.94 on this conversation (0.84 before ids
+    # followed most of their speech); the held-out target is 0.85.
+    assert accuracy >= 0.85, (conv.name, accuracy)
 
     stream = single["stream"]
     said = stream.final_words()
