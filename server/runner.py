@@ -27,7 +27,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from server import logs
+from server import logs, memory
 from server.api.middleware import InFlight
 from server.app import create_app
 from server.connections import with_header_timeout
@@ -128,6 +128,7 @@ def plain_keys(settings: Settings) -> list[str]:
 def serve(settings: Settings) -> int:
     """Serve until a signal, drain, and return the process exit status (0 after a drain)."""
     logs.configure(settings.log_level, settings.log_format, secrets=plain_keys(settings))
+    memory.limit_arenas(settings.malloc_arenas)  # before any worker thread starts
     try:
         app = create_app(settings)
     except ModelUnavailable as exc:  # a model directory or alias the operator must fix first

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    malloc_arenas: int = Field(
+        default=2,
+        ge=0,
+        description="glibc malloc arenas the process may use (0 = glibc's default, 8 per "
+        "core): fewer keep the resident set from creeping under sustained load",
+    )
 
     # --- models --------------------------------------------------------------------------------
     model: str = Field(
