@@ -243,12 +243,13 @@ def assign(
     unit_vectors = cluster.unit(cluster.group_sums(unit_of, vectors * weights[:, None], len(sizes)))
 
     tried: list[tuple[float, np.ndarray]] = []
+    two: np.ndarray | None = None  # the two-way k-means start, for `_short_voice`
     for k in range(max(2, options.lower), options.upper + 1):
         if len(unit_vectors) <= k:
             break
-        candidate = _refine(
-            vectors, cluster.spherical_kmeans(unit_vectors, k)[unit_of], weights, breaks, options
-        )
+        start = cluster.spherical_kmeans(unit_vectors, k)[unit_of]
+        two = start if k == 2 else two
+        candidate = _refine(vectors, start, weights, breaks, options)
         if int(candidate.max()) + 1 < max(2, options.lower):
             continue  # voices dissolved for too little speech: no labelling with this count
         tried.append((silhouette(vectors, candidate), candidate))
@@ -262,7 +263,7 @@ def assign(
     score, labels = best
     bar = _bar(labels, options)
     if options.lower <= 1 and score < bar:
-        short = _short_voice(vectors, unit_vectors, unit_of, weights, breaks, options)
+        short = _short_voice(vectors, two, weights, breaks, options)
         if short is None:
             labels = np.zeros(len(vectors), np.int64)
         else:
@@ -273,25 +274,23 @@ def assign(
 
 def _short_voice(
     vectors: np.ndarray,
-    unit_vectors: np.ndarray,
-    unit_of: np.ndarray,
+    start: np.ndarray | None,
     weights: np.ndarray,
     breaks: np.ndarray,
     options: DiarizeOptions,
 ) -> tuple[float, np.ndarray] | None:
-    """When no split cleared the bar: the two-way split again, keeping a voice with as little
-    as `short_speaker_s` of speech, taken (silhouette, labels) only if it reaches the higher
-    `clear_silhouette`. A second voice heard only briefly so far (the first final of a stream
-    that holds two speakers, a short interjection in a file) is still a voice when it stands
-    clearly apart; the other voice must have `min_speaker_s` in full, or a few seconds of
-    one voice would be split in two. Chosen on the development part of bench/diarize.py
-    (map learned on other voices): streams' words right 80.0 % -> 81.4 %, files' 82.6 % ->
-    83.1 %, no more one-voice conversations split. The guard on the other voice was added
-    after the one-voice check of every corpus file (held-out voices among them) found four
-    files of 4-7 s split without it."""
-    if options.upper < 2 or len(unit_vectors) <= 2:
+    """When no split cleared the bar: the two-way split again (from the same k-means `start`),
+    keeping a voice with as little as `short_speaker_s` of speech, taken (silhouette, labels)
+    only if it reaches the higher `clear_silhouette`. A second voice heard only briefly so far
+    (the first final of a stream that holds two speakers, a short interjection in a file) is
+    still a voice when it stands clearly apart; the other voice must have `min_speaker_s` in
+    full, or a few seconds of one voice would be split in two. Chosen on the development part
+    of bench/diarize.py (map learned on other voices): streams' words right 80.0 % -> 81.4 %,
+    files' 82.6 % -> 83.1 %, no more one-voice conversations split. The guard on the other
+    voice was added after the one-voice check of every corpus file (held-out voices among
+    them) found four files of 4-7 s split without it."""
+    if start is None:  # no two-way split was possible
         return None
-    start = cluster.spherical_kmeans(unit_vectors, 2)[unit_of]
     short = replace(options, min_speaker_s=options.short_speaker_s)
     candidate = _refine(vectors, start, weights, breaks, short)
     if int(candidate.max()) != 1:
