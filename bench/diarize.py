@@ -45,7 +45,6 @@ from faster_whisper.vad import VadOptions  # noqa: E402
 
 from server.audio.decode import decode  # noqa: E402
 from server.diarize import Diarizer  # noqa: E402
-from server.diarize.embedder import load_embedder  # noqa: E402
 from server.diarize.pipeline import Diarization, DiarizeOptions  # noqa: E402
 from server.diarize.regions import speech_regions  # noqa: E402
 from server.settings import Settings  # noqa: E402
@@ -413,13 +412,14 @@ def main() -> None:
     parser.add_argument("--no-stream", action="store_true", help="REST only")
     parser.add_argument("--no-singles", action="store_true", help="skip the one-voice files")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backend", choices=["auto", "campplus", "dvector"], default="auto")
     parser.add_argument("--latency", action="store_true", help="live latency with/without")
     args = parser.parse_args()
     if args.latency:
         stream_latency()
         return
-    diarizer = Diarizer(None, DiarizeOptions(), threads=args.threads)
-    diarizer._embedder = load_embedder(None, args.threads)
+    diarizer = Diarizer(None, DiarizeOptions(), threads=args.threads, backend=args.backend)
+    print(f"speaker model: {diarizer.info()['model_uuid']} ({diarizer.kind})")
     paths: dict[str, Callable[[np.ndarray], Diarization]] = {
         "REST": lambda audio: rest(diarizer, audio)
     }

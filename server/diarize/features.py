@@ -1,6 +1,9 @@
-"""Log-mel features for the d-vector embedder, in numpy.
+"""Features for the speaker embedders: Kaldi fbank for CAM++, log-mel for the d-vector.
 
-The embedder was trained on librosa's defaults (Slaney mel scale and area normalisation, a
+CAM++ was trained on Kaldi's 80-band fbank (torchaudio's `compliance.kaldi.fbank`, no dither),
+which `kaldi-native-fbank` computes exactly, without torch; `fbank` wraps it.
+
+The d-vector was trained on librosa's defaults (Slaney mel scale and area normalisation, a
 centred Hann-window STFT with zero padding, power spectrum, log10 with a 1e-6 floor). librosa
 would pull numba, scipy and scikit-learn into the server for one filterbank, so the same
 arithmetic is written out here and checked against librosa by `tests/test_diarize_unit.py`
@@ -85,3 +88,20 @@ def log_mel(samples: np.ndarray, spec: MelSpec = MelSpec()) -> np.ndarray:
     power = np.abs(np.fft.rfft(frames * _window(spec.win_length, spec.n_fft), axis=1)) ** 2
     mel = power.astype(np.float32) @ mel_filterbank(SAMPLE_RATE, spec.n_fft, spec.n_mels).T
     return np.log10(mel + spec.floor).astype(np.float32)
+
+
+def fbank(samples: np.ndarray, mels: int = 80) -> np.ndarray:
+    """(frames, mels) Kaldi log-mel fbank of 16 kHz samples in [-1, 1]: 25 ms frames every
+    10 ms (frame i starts at sample 160 i), Povey window, no dither."""
+    import kaldi_native_fbank as knf
+
+    options = knf.FbankOptions()
+    options.frame_opts.dither = 0.0
+    options.mel_opts.num_bins = mels
+    computer = knf.OnlineFbank(options)
+    computer.accept_waveform(SAMPLE_RATE, np.asarray(samples, dtype=np.float32))
+    computer.input_finished()
+    count = computer.num_frames_ready
+    if count == 0:
+        return np.zeros((0, mels), np.float32)
+    return np.stack([computer.get_frame(i) for i in range(count)]).astype(np.float32)

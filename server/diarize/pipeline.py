@@ -37,6 +37,8 @@ class DiarizeOptions:
     short_speaker_s: float = 1.5  # ... unless it is this much, in a two-way split
     clear_silhouette: float = 0.55  # that reaches this silhouette
     switch_penalty: float = 0.35  # cosine score a change of speaker must win by
+    max_similarity: float = 1.0  # voices whose centroids' cosine reaches this are one voice,
+    drift_similarity: float = 1.0  # ... or this, when they change over once (A A B B)
     hop_frames: int = 40
     max_units: int = 400
 
@@ -216,13 +218,18 @@ def embed_windows(
     embedder: Embedder,
     options: DiarizeOptions,
 ) -> Windows:
-    """Speaker vectors on the window grid over the speech regions of one 16 kHz track."""
+    """Speaker vectors on the window grid over the speech regions of one 16 kHz track. A
+    track shorter than one window is one window, when the embedder takes that length (a live
+    final of one short answer still gets its voice)."""
     feats = embedder.features(samples)
-    starts, owner = window_grid(regions, len(feats), embedder.frames, options.hop_frames)
+    size = embedder.frames
+    if embedder.min_frames <= len(feats) < size:
+        size = len(feats)
+    starts, owner = window_grid(regions, len(feats), size, options.hop_frames)
     if len(starts) == 0:
-        return Windows(starts, owner, np.zeros((0, 0), np.float32), embedder.frames)
+        return Windows(starts, owner, np.zeros((0, 0), np.float32), size)
     raw = embedder.embed_frames(starts, feats)
-    return Windows(starts, owner, neighbour_mean(raw, owner), embedder.frames)
+    return Windows(starts, owner, neighbour_mean(raw, owner), size)
 
 
 def assign(
@@ -252,6 +259,8 @@ def assign(
         candidate = _refine(vectors, start, weights, breaks, options)
         if int(candidate.max()) + 1 < max(2, options.lower):
             continue  # voices dissolved for too little speech: no labelling with this count
+        if options.lower <= 1 and same_voice(vectors, candidate, weights, options):
+            continue  # two of its voices are one by the embedding's own measure
         tried.append((silhouette(vectors, candidate), candidate))
     top = max((score for score, _ in tried), default=-1.0)
     # The fewest speakers whose silhouette comes within `count_slack` of the best: a voice
@@ -298,8 +307,30 @@ def _short_voice(
     speech = np.bincount(candidate, weights=weights)
     if speech.max() < options.min_speaker_s:
         return None  # the other voice must be one in full
+    if same_voice(vectors, candidate, weights, options):
+        return None
     score = silhouette(vectors, candidate)
     return (score, candidate) if score >= options.clear_silhouette else None
+
+
+def same_voice(
+    vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray, options: DiarizeOptions
+) -> bool:
+    """Whether two of the labelling's voices are one by the embedding's own measure: their
+    centroids' cosine reaches `max_similarity`, or the lower `drift_similarity` when the two
+    change over only once (A A A B B B): one voice whose recording changes part-way (a
+    crowd, a new room, another microphone) splits once, where people in conversation come
+    back."""
+    found = cluster.centroids(vectors, labels, weights)
+    similarity = found @ found.T
+    for a in range(len(found)):
+        for b in range(a + 1, len(found)):
+            bar = options.max_similarity
+            if cluster.runs_between(labels, a, b) <= 2:
+                bar = min(bar, options.drift_similarity)
+            if similarity[a, b] >= bar:
+                return True
+    return False
 
 
 def _bar(labels: np.ndarray, options: DiarizeOptions) -> float:

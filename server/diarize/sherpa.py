@@ -1,9 +1,9 @@
-"""The operator's stronger backend: sherpa-onnx with local model files (`diarize_backend=sherpa`).
+"""The operator's backend: sherpa-onnx with local model files (`diarize_backend=sherpa`).
 
 Files: sherpa-onnx's offline speaker diarization (pyannote segmentation-3.0 ONNX, a speaker
 embedding ONNX such as 3D-Speaker / WeSpeaker / NeMo as sherpa-onnx exports them, and its own
 clustering) for whole files, and the same embedding model behind `SherpaEmbedder` for live
-streams, whose finals are clustered online like the default d-vector's (`OnlineSpeakers`).
+streams, whose finals are clustered online like the bundled models' (`OnlineSpeakers`).
 The operator names the files in the settings; clients never choose paths. sherpa-onnx is an
 optional install (`pip install 'openlisten[diarize-sherpa]'`); a server configured for it
 without it, or without the files, refuses `diarize=true` with a 400 that says what is missing.
@@ -127,6 +127,7 @@ class SherpaEmbedder:
     path: Path
     threads: int = 1
     frames: int = 150  # 1.5 s windows: these embedders are trained on longer speech than 0.8 s
+    min_frames: int = 150
 
     def __post_init__(self) -> None:
         sherpa = _sherpa()

@@ -99,6 +99,7 @@ class Engine:
                 if settings.diarize_backend == "sherpa"
                 else None
             ),
+            backend=settings.diarize_backend,
         )
         self.ready = False
 

@@ -1,0 +1,181 @@
+"""The speaker models without torch: the checkpoint reader, CAM++ built as an ONNX graph and its
+Kaldi fbank, each against values the reference PyTorch code (3D-Speaker's CAM++, torchaudio's
+`compliance.kaldi.fbank`) printed for the same input; and which model serves."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.diarize.checkpoint import CheckpointError, load_state_dict
+from server.diarize.embedder import (
+    CAMPPLUS_HINT,
+    CamPlusEmbedder,
+    EmbedderUnavailable,
+    _check_campplus,
+    campplus_path,
+    choose_kind,
+    load_embedder,
+)
+from server.diarize.features import fbank
+from server.diarize.pipeline import DiarizeOptions, assign, embed_windows
+
+
+@pytest.fixture(scope="module")
+def checkpoint() -> Path:
+    path = campplus_path()
+    if path is None:
+        pytest.skip(f"the CAM++ checkpoint is not installed ({CAMPPLUS_HINT})")
+    return path
+
+
+@pytest.fixture(scope="module")
+def campplus(checkpoint: Path) -> CamPlusEmbedder:
+    return CamPlusEmbedder(checkpoint, threads=1)
+
+
+def test_the_checkpoint_reads_as_numpy_tensors(checkpoint: Path) -> None:
+    state = load_state_dict(checkpoint)
+    assert state["head.conv1.weight"].shape == (32, 1, 3, 3)
+    assert state["xvector.dense.linear.weight"].shape == (192, 1024, 1)
+    assert state["head.conv1.weight"].dtype == np.float32
+    weights = sum(v.size for k, v in state.items() if not k.endswith("num_batches_tracked"))
+    assert 6_900_000 < weights < 7_300_000  # CAM++'s 7.2 M parameters, less the classifier
+
+
+def _torch_like_zip(path: Path, payload: bytes) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+
+
+class _Hostile:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+def test_the_checkpoint_reader_runs_nothing_a_file_names(tmp_path: Path) -> None:
+    hostile = tmp_path / "hostile.pt"
+    _torch_like_zip(hostile, pickle.dumps({"w": _Hostile()}))
+    with pytest.raises(CheckpointError, match="tensors only"):
+        load_state_dict(hostile)
+    (tmp_path / "text.pt").write_text("not a zip")
+    with pytest.raises(CheckpointError, match="not a PyTorch zip"):
+        load_state_dict(tmp_path / "text.pt")
+    plain = tmp_path / "plain.pt"
+    _torch_like_zip(plain, pickle.dumps({"w": [1, 2, 3]}))
+    with pytest.raises(CheckpointError, match="state dict of tensors"):
+        load_state_dict(plain)
+
+
+# 3D-Speaker's CAMPPlus(feat_dim=80, embedding_size=192) with this checkpoint loaded, in eval
+# mode, on np.random.default_rng(7).standard_normal((1, frames, 80)): the first six dimensions
+# and the norm. 333 frames crosses the CAM layers' 100-frame segments (after the stride of 2).
+REFERENCE = {
+    150: ([-1.09372, 0.07064, 0.54357, -1.24824, -0.50742, 0.74825], 11.20183),
+    333: ([-1.0242, -0.01509, 0.44468, -1.04373, -0.43165, 0.76174], 11.11595),
+}
+
+
+@pytest.mark.parametrize("frames", sorted(REFERENCE))
+def test_campplus_graph_matches_the_reference_network(campplus, frames: int) -> None:
+    feats = np.random.default_rng(7).standard_normal((1, frames, 80)).astype(np.float32)
+    out = campplus._session.run(None, {"feats": feats})[0][0]
+    first, norm = REFERENCE[frames]
+    np.testing.assert_allclose(out[:6], first, atol=2e-4)
+    assert abs(float(np.linalg.norm(out)) - norm) < 1e-3
+
+
+def test_fbank_matches_kaldi() -> None:
+    """torchaudio.compliance.kaldi.fbank(num_mel_bins=80, dither=0) of a 1 s chirp."""
+    t = np.arange(16000) / 16000
+    chirp = (0.3 * np.sin(2 * np.pi * (200 + 1500 * t) * t)).astype(np.float32)
+    feats = fbank(chirp)
+    assert feats.shape == (98, 80)  # 25 ms frames every 10 ms, Kaldi's snip_edges
+    np.testing.assert_allclose(
+        feats[10, :6], [-8.00472, -10.90365, -13.1181, -12.10009, -11.62116, -11.48491], atol=2e-3
+    )
+    np.testing.assert_allclose(
+        feats[50, 40:46], [3.02497, -2.55491, -5.74885, -7.38508, -8.56392, -9.96014], atol=2e-3
+    )
+
+
+def test_a_track_shorter_than_a_window_is_embedded_whole(campplus) -> None:
+    """A 1 s live final (a short answer) gets one CAM++ window of its own length, not none;
+    under 0.5 s it gets none. The vectors are unit length."""
+    rng = np.random.default_rng(1)
+    one_second = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    windows = embed_windows(one_second, [(0.0, 1.0)], campplus, DiarizeOptions())
+    assert len(windows) == 1 and windows.size < campplus.frames
+    assert abs(float(np.linalg.norm(windows.vectors[0])) - 1) < 1e-5
+    blip = one_second[:6000]
+    assert len(embed_windows(blip, [(0.0, 0.375)], campplus, DiarizeOptions())) == 0
+
+
+def test_voices_closer_than_max_similarity_are_one() -> None:
+    """Two tight groups of windows whose centres sit at cosine 0.8: two voices to the
+    silhouette, one when voices that close are one (CAM++'s bar is 0.7)."""
+    rng = np.random.default_rng(2)
+    a, b = np.linalg.qr(rng.normal(size=(32, 2)))[0].T
+    near = 0.8 * a + 0.6 * b  # cosine 0.8 with a
+    vectors = np.vstack(
+        [a + 0.02 * rng.normal(size=(15, 32)), near + 0.02 * rng.normal(size=(15, 32))]
+    )
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    owner = np.zeros(len(vectors), np.int64)
+    weights = np.full(len(vectors), 0.4)
+
+    def count(**options: float) -> int:
+        labels, _ = assign(vectors, owner, weights, DiarizeOptions(**options))
+        return int(labels.max()) + 1
+
+    assert count() == 2
+    assert count(max_similarity=0.7) == 1
+    assert count(max_similarity=0.85) == 2
+    assert count(max_similarity=0.7, num_speakers=2) == 2  # a hint is the client's word
+
+
+def test_which_speaker_model_serves(tmp_path: Path) -> None:
+    assert choose_kind("dvector", None) == "dvector"
+    assert choose_kind("campplus", None) == "campplus"
+    assert choose_kind("auto", tmp_path / "model.onnx") == "dvector"
+    assert choose_kind("auto", tmp_path / "campplus_voxceleb.bin") == "campplus"
+    assert choose_kind("auto", None) == ("campplus" if campplus_path() else "dvector")
+
+
+def test_a_changed_or_missing_campplus_file_is_refused_clearly(tmp_path: Path) -> None:
+    other = tmp_path / "campplus_cn_en_common.pt"
+    other.write_bytes(b"\0" * 1000)
+    with pytest.raises(EmbedderUnavailable, match="not the checked file"):
+        _check_campplus(other)
+    with pytest.raises(EmbedderUnavailable, match="does not exist"):
+        load_embedder(tmp_path / "absent.pt", 1, kind="campplus")
+    with pytest.raises(EmbedderUnavailable, match="not a CAM\\+\\+ checkpoint"):
+        load_embedder(other, 1, kind="campplus")
+
+
+def test_one_change_between_close_voices_is_one_voice_drifting() -> None:
+    """Windows at cosine 0.65 between two groups: split when the groups take turns (a
+    conversation), one voice when they change over once (A A A B B B: a recording that changes
+    part-way), at CAM++'s bars (0.7, and 0.6 for a single change)."""
+    rng = np.random.default_rng(4)
+    a, b = np.linalg.qr(rng.normal(size=(32, 2)))[0].T
+    near = 0.65 * a + np.sqrt(1 - 0.65**2) * b
+
+    def group(centre: np.ndarray, n: int = 10) -> np.ndarray:
+        return centre + 0.02 * rng.normal(size=(n, 32))
+
+    def count(vectors: np.ndarray) -> int:
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        options = DiarizeOptions(max_similarity=0.7, drift_similarity=0.6)
+        owner = np.arange(len(vectors)) // 10  # one speech region per group of windows
+        labels, _ = assign(vectors, owner, np.full(len(vectors), 0.4), options)
+        return int(labels.max()) + 1
+
+    assert count(np.vstack([group(a), group(near), group(a), group(near)])) == 2
+    assert count(np.vstack([group(a, 20), group(near, 20)])) == 1
