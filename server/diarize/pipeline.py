@@ -41,6 +41,8 @@ class DiarizeOptions:
     drift_similarity: float = 1.0  # ... or this, when they change over once (A A B B)
     hop_frames: int = 40
     max_units: int = 400
+    refine_frames: int = 0  # > 0: turns re-placed on windows this long ...
+    refine_hop_frames: int = 20  # ... this far apart, once the voices are known
 
     @property
     def lower(self) -> int:
@@ -217,19 +219,52 @@ def embed_windows(
     regions: Sequence[tuple[float, float]],
     embedder: Embedder,
     options: DiarizeOptions,
+    feats: np.ndarray | None = None,
+    fine: bool = False,
 ) -> Windows:
-    """Speaker vectors on the window grid over the speech regions of one 16 kHz track. A
+    """Speaker vectors on the window grid over the speech regions of one 16 kHz track (the
+    refinement grid when `fine`; `feats`: the track's features, when already computed). A
     track shorter than one window is one window, when the embedder takes that length (a live
     final of one short answer still gets its voice)."""
-    feats = embedder.features(samples)
-    size = embedder.frames
+    feats = embedder.features(samples) if feats is None else feats
+    size = options.refine_frames if fine else embedder.frames
+    hop = options.refine_hop_frames if fine else options.hop_frames
     if embedder.min_frames <= len(feats) < size:
         size = len(feats)
-    starts, owner = window_grid(regions, len(feats), size, options.hop_frames)
+    starts, owner = window_grid(regions, len(feats), size, hop)
     if len(starts) == 0:
         return Windows(starts, owner, np.zeros((0, 0), np.float32), size)
-    raw = embedder.embed_frames(starts, feats)
+    raw = embedder.embed_frames(starts, feats, size)
     return Windows(starts, owner, neighbour_mean(raw, owner), size)
+
+
+def refine(
+    coarse: Windows,
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    fine: Windows,
+    options: DiarizeOptions,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and confidences on the `fine` grid, once the voices are known from the coarse
+    one: a window shorter than a turn hears one voice where a long window blurs two. Each
+    fine window starts with the label (and confidence) of the nearest coarse window in its
+    region; then every fine window is scored against the fine centroids of those labels and
+    Viterbi-smoothed. Labels stay those of the coarse labelling (no voice is added or lost)."""
+    coarse_centres = coarse.starts + coarse.size / 2
+    fine_centres = fine.starts + fine.size / 2
+    nearest = np.empty(len(fine), np.int64)
+    for i, (centre, region) in enumerate(zip(fine_centres, fine.owner, strict=True)):
+        same = np.flatnonzero(coarse.owner == region)
+        pool = same if len(same) else np.arange(len(coarse))
+        nearest[i] = pool[np.argmin(np.abs(coarse_centres[pool] - centre))]
+    start = labels[nearest]
+    weights = np.full(len(fine), options.refine_hop_frames * FRAME_S)
+    found = np.unique(start)
+    dense = np.searchsorted(found, start)
+    scores = fine.vectors @ cluster.centroids(fine.vectors, dense, weights).T
+    breaks = np.ones(len(fine), bool)
+    breaks[1:] = fine.owner[1:] != fine.owner[:-1]
+    return found[cluster.smooth(scores, breaks, options.switch_penalty)], confidence[nearest]
 
 
 def assign(
@@ -360,11 +395,17 @@ def diarize(
     options: DiarizeOptions = DiarizeOptions(),
 ) -> Diarization:
     """Who spoke when in one 16 kHz track, given its speech regions in seconds."""
-    windows = embed_windows(samples, regions, embedder, options)
+    feats = embedder.features(samples)
+    windows = embed_windows(samples, regions, embedder, options, feats)
     if not len(windows):
         return Diarization([])
     weights = np.full(len(windows), options.hop_frames * FRAME_S)
     labels, confidence = assign(windows.vectors, windows.owner, weights, options)
+    if options.refine_frames and labels.max() > 0:
+        fine = embed_windows(samples, regions, embedder, options, feats, fine=True)
+        if len(fine):
+            labels, confidence = refine(windows, labels, confidence, fine, options)
+            windows = fine
     labels = cluster.first_appearance(labels)
     return Diarization(turns(windows, labels, confidence, regions))
 

@@ -139,7 +139,11 @@ class SherpaEmbedder:
         usable = len(samples) // FRAME * FRAME
         return np.asarray(samples[:usable], np.float32).reshape(-1, FRAME)
 
-    def embed_frames(self, starts: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    def embed_frames(
+        self, starts: np.ndarray, feats: np.ndarray, size: int | None = None
+    ) -> np.ndarray:
+        if size not in (None, self.frames):
+            raise ValueError(f"this embedder takes {self.frames}-frame windows, not {size}")
         out = []
         with self._lock:
             for start in np.asarray(starts).tolist():
