@@ -214,6 +214,22 @@ class Windows:
         return len(self.starts)
 
 
+def _nearest(coarse: Windows, fine: Windows) -> np.ndarray:
+    """For each fine window, the coarse window whose centre is nearest, within its own region
+    when that region has one. Both grids run in time order, region by region, so one sorted
+    search over (region, centre) keys finds it: a neighbour in another region is always
+    further in key than one in the same region."""
+    if len(coarse) == 1:
+        return np.zeros(len(fine), np.int64)
+    span = float(max(coarse.starts.max() + coarse.size, fine.starts.max() + fine.size)) + 1.0
+    coarse_keys = coarse.owner * span + coarse.starts + coarse.size / 2
+    fine_keys = fine.owner * span + fine.starts + fine.size / 2
+    right = np.searchsorted(coarse_keys, fine_keys).clip(1, len(coarse) - 1)
+    left = right - 1
+    closer_left = np.abs(coarse_keys[left] - fine_keys) <= np.abs(coarse_keys[right] - fine_keys)
+    return np.where(closer_left, left, right)
+
+
 def embed_windows(
     samples: np.ndarray,
     regions: Sequence[tuple[float, float]],
@@ -250,13 +266,7 @@ def refine(
     fine window starts with the label (and confidence) of the nearest coarse window in its
     region; then every fine window is scored against the fine centroids of those labels and
     Viterbi-smoothed. Labels stay those of the coarse labelling (no voice is added or lost)."""
-    coarse_centres = coarse.starts + coarse.size / 2
-    fine_centres = fine.starts + fine.size / 2
-    nearest = np.empty(len(fine), np.int64)
-    for i, (centre, region) in enumerate(zip(fine_centres, fine.owner, strict=True)):
-        same = np.flatnonzero(coarse.owner == region)
-        pool = same if len(same) else np.arange(len(coarse))
-        nearest[i] = pool[np.argmin(np.abs(coarse_centres[pool] - centre))]
+    nearest = _nearest(coarse, fine)
     start = labels[nearest]
     weights = np.full(len(fine), options.refine_hop_frames * FRAME_S)
     found = np.unique(start)
