@@ -246,24 +246,26 @@ def score(item: Item, result: Diarization, words: list[tuple[float, float]]) -> 
 # --- the two paths ------------------------------------------------------------------------------
 
 
-def load_regions(audio: np.ndarray) -> list[tuple[float, float]]:
+def rest_vad_options() -> VadOptions:
+    """The region finder's options as the server sets them for REST."""
     settings = Settings()
-    return speech_regions(
-        audio,
-        VadOptions(
-            threshold=settings.vad_threshold,
-            min_silence_duration_ms=settings.vad_min_silence_ms,
-            speech_pad_ms=settings.vad_speech_pad_ms,
-            max_speech_duration_s=settings.chunk_max_s,
-        ),
+    return VadOptions(
+        threshold=settings.vad_threshold,
+        min_silence_duration_ms=settings.vad_min_silence_ms,
+        speech_pad_ms=settings.vad_speech_pad_ms,
+        max_speech_duration_s=settings.chunk_max_s,
     )
+
+
+def load_regions(audio: np.ndarray) -> list[tuple[float, float]]:
+    return speech_regions(audio, rest_vad_options())
 
 
 def rest(diarizer: Diarizer, audio: np.ndarray) -> Diarization:
     return diarizer.run(audio, load_regions(audio))
 
 
-def stream_spans(audio: np.ndarray) -> list[tuple[int, int, int]]:
+def stream_spans(audio: np.ndarray, vad: StreamingVad | None = None) -> list[tuple[int, int, int]]:
     """(begin, end, span start) of each final's speech as the streaming endpointer cuts it."""
     settings = Settings()
     endpointer = Endpointer(
@@ -274,7 +276,7 @@ def stream_spans(audio: np.ndarray) -> list[tuple[int, int, int]]:
             max_utterance_s=settings.ws_max_utterance_s,
         )
     )
-    vad = StreamingVad()
+    vad = vad or StreamingVad()
     spans = []
     for i in range(0, len(audio), 1600):
         events = endpointer.push(vad.feed(audio[i : i + 1600]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.engine.fw import VadOptions, get_speech_timestamps
+from server.vad import VadOptions, speech_timestamps
 
 SAMPLE_RATE = 16000
 
@@ -13,5 +13,5 @@ def speech_regions(
     samples: np.ndarray, options: VadOptions | None = None
 ) -> list[tuple[float, float]]:
     """Silero speech regions of a 16 kHz track, in seconds."""
-    found = get_speech_timestamps(samples, options or VadOptions())
+    found = speech_timestamps(samples, options or VadOptions())
     return [(r["start"] / SAMPLE_RATE, r["end"] / SAMPLE_RATE) for r in found]

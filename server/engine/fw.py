@@ -3,8 +3,9 @@
 openlisten decodes batches of windows itself (per-item fallback, per-item word timings, window
 packing), so it calls methods faster-whisper treats as internal: the unbound
 `WhisperModel.add_word_timestamps`, `_split_segments_by_timestamps`, `find_alignment`,
-`get_prompt`, the Silero ONNX session behind `get_vad_model()` (an attribute only since 1.2.1)
-and the tokenizer's language table. Their names and signatures change between minor releases,
+`get_prompt`, the Silero ONNX session behind `get_vad_model()` (an attribute only since 1.2.1),
+the probabilities that model hands its region finder (`score_vad_with`) and the tokenizer's
+language table. Their names and signatures change between minor releases,
 so this module accepts only the tested range and checks the shapes it relies on at import:
 a mismatch fails the server at start-up with a message that says what to install, instead of a
 TypeError in the middle of a request. Nothing else in the package imports faster-whisper.
@@ -63,6 +64,7 @@ try:
     from faster_whisper.transcribe import get_compression_ratio
     from faster_whisper.utils import download_model
     from faster_whisper.vad import (
+        SileroVADModel,
         SpeechTimestampsMap,
         VadOptions,
         collect_chunks,
@@ -94,6 +96,10 @@ _SIGNATURES: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
     "WhisperModel.find_alignment": (
         WhisperModel.find_alignment,
         ("self", "tokenizer", "text_tokens", "encoder_output", "num_frames"),
+    ),
+    "SileroVADModel.__call__": (
+        SileroVADModel.__call__,
+        ("self", "audio", "num_samples", "context_size_samples"),
     ),
     "WhisperModel.get_prompt": (
         WhisperModel.get_prompt,
@@ -148,6 +154,29 @@ def silero_probabilities(batch: np.ndarray, h: np.ndarray, c: np.ndarray) -> tup
     return vad_session().run(None, {"input": batch, "h": h, "c": c})
 
 
+class _ScoredVad(SileroVADModel):
+    """faster-whisper's Silero model whose probabilities come from `score_vad_with`'s function."""
+
+    _score: Callable[[np.ndarray], np.ndarray]
+
+    def __call__(
+        self, audio: np.ndarray, num_samples: int = 512, context_size_samples: int = 64
+    ) -> np.ndarray:
+        if (num_samples, context_size_samples) != (512, 64):
+            raise _fail(f"its region finder reads {num_samples}-sample Silero frames")
+        return self._score(audio).reshape(-1, 1)
+
+
+def score_vad_with(score: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Make `get_speech_timestamps` read its frame probabilities from `score` (a whole track,
+    its length a multiple of 512, to one probability per 512 samples). The region finder
+    takes no probabilities of its own, so the model it asks for them is given a subclass that
+    answers with ours: the thresholds, padding and splitting stay faster-whisper's."""
+    model = get_vad_model()
+    model.__class__ = _ScoredVad
+    model._score = score
+
+
 __all__ = [
     "LANGUAGE_CODES",
     "VERSION",
@@ -165,6 +194,7 @@ __all__ = [
     "get_compression_ratio",
     "get_speech_timestamps",
     "pad_or_trim",
+    "score_vad_with",
     "silero_probabilities",
     "split_segments_by_timestamps",
 ]
