@@ -206,3 +206,34 @@ def test_refine_moves_a_change_to_where_short_windows_hear_it() -> None:
     assert found.tolist() == truth.tolist()
     assert set(found.tolist()) == {0, 1}
     assert carried[0] == confidence[0] and carried[-1] == confidence[-1]
+
+
+def test_a_stream_final_finds_a_short_turn_its_long_windows_missed() -> None:
+    """On a live stream that already knows two voices, a final whose long windows all heard
+    voice 0 still gives voice 1 its short turn, scored against voice 1 as heard in earlier
+    finals (`OnlineSpeakers.heard`); without that memory the final has one voice to offer."""
+    from server.diarize import OnlineSpeakers
+    from server.diarize.pipeline import Windows, refine
+
+    rng = np.random.default_rng(7)
+    a, b = np.linalg.qr(rng.normal(size=(32, 2)))[0].T
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    coarse = Windows(np.arange(0, 400, 40), np.zeros(10, np.int64), unit(np.vstack([a] * 10)), 150)
+    labels = np.zeros(10, np.int64)
+    starts = np.arange(0, 480, 20)
+    truth = ((starts >= 200) & (starts < 300)).astype(int)  # voice 1 for 1 s in the middle
+    voices = np.where(truth[:, None] == 0, a, b) + 0.05 * rng.normal(size=(len(starts), 32))
+    fine = Windows(starts, np.zeros(len(starts), np.int64), unit(voices), 80)
+    options = DiarizeOptions()
+    alone, _ = refine(coarse, labels, np.ones(10), fine, options)
+    assert set(alone.tolist()) == {0}
+
+    speakers = OnlineSpeakers(options)
+    earlier = unit(np.vstack([a] * 5 + [b] * 5) + 0.05 * rng.normal(size=(10, 32)))
+    speakers.hear(earlier, np.array([0] * 5 + [1] * 5), 0.2)
+    assert sorted(speakers.heard) == [0, 1]
+    found, _ = refine(coarse, labels, np.ones(10), fine, options, speakers.heard)
+    assert found.tolist() == truth.tolist()

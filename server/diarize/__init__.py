@@ -155,10 +155,12 @@ class Diarizer:
             return Diarization([])
         weight_s = options.hop_frames * FRAME_S
         ids, confidence = speakers.add(windows.vectors, windows.owner, weight_s)
-        if options.refine_frames and len(set(ids.tolist())) > 1:
+        if options.refine_frames and speakers.speakers > 1:
             fine = embed_windows(samples, region, self._embedder, options, feats, fine=True)
             if len(fine):
-                ids, confidence = refine(windows, ids, confidence, fine, options)
+                heard = speakers.heard
+                ids, confidence = refine(windows, ids, confidence, fine, options, heard)
+                speakers.hear(fine.vectors, ids, options.refine_hop_frames * FRAME_S)
                 windows = fine
         return Diarization(turns(windows, ids, confidence, region))
 

@@ -15,6 +15,12 @@ an id followed the voice of its first five windows).
 Memory and time stay bounded however long the stream: past `max_history` vectors the oldest
 half is compacted (each id's vectors there merged in pairs, weights added), so the clustering
 always sees the whole stream, at a coarser grain further back.
+
+Once the stream has two ids, each final's turns are re-placed on short windows
+(`pipeline.refine`) against every id's short-window voice as heard so far (`heard`, one
+weighted sum per id), not only the voices its own long windows found: a turn shorter than a
+long window, inside a final whose long windows all heard the other voice, is still found
+(development streams: words right 86.8 % -> 89.7 %, no one-voice stream split).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class OnlineSpeakers:
         self._ids = np.zeros(0, np.int64)
         self._finals = 0
         self._next_id = 0
+        self._heard: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
     @property
@@ -73,6 +80,20 @@ class OnlineSpeakers:
             if len(self._ids) > self.max_history:
                 self._compact()
             return ids, confidence[old:]
+
+    @property
+    def heard(self) -> dict[int, np.ndarray]:
+        """Per id, the weighted sum of the short-window vectors labelled with it so far."""
+        with self._lock:
+            return dict(self._heard)
+
+    def hear(self, vectors: np.ndarray, ids: np.ndarray, weight_s: float) -> None:
+        """Add one final's short-window vectors, as labelled, to `heard`."""
+        with self._lock:
+            for speaker in np.unique(ids).tolist():
+                own = vectors[ids == speaker].sum(axis=0) * weight_s
+                known = self._heard.get(speaker)
+                self._heard[speaker] = own if known is None else known + own
 
     def _match(self, labels: np.ndarray, weights: np.ndarray) -> dict[int, int]:
         """Cluster label -> the id already sent for that voice: greedily, the (id, cluster)

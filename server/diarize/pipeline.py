@@ -260,18 +260,25 @@ def refine(
     confidence: np.ndarray,
     fine: Windows,
     options: DiarizeOptions,
+    heard: dict[int, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labels and confidences on the `fine` grid, once the voices are known from the coarse
     one: a window shorter than a turn hears one voice where a long window blurs two. Each
     fine window starts with the label (and confidence) of the nearest coarse window in its
     region; then every fine window is scored against the fine centroids of those labels and
-    Viterbi-smoothed. Labels stay those of the coarse labelling (no voice is added or lost)."""
+    Viterbi-smoothed. Labels stay those of the coarse labelling (no voice is added or lost),
+    or those of `heard`: per label, the weighted sum of fine vectors labelled so far on a live
+    stream, which joins this track's own, so a final whose long windows heard one voice can
+    still find another's short turn in it."""
     nearest = _nearest(coarse, fine)
     start = labels[nearest]
-    weights = np.full(len(fine), options.refine_hop_frames * FRAME_S)
-    found = np.unique(start)
-    dense = np.searchsorted(found, start)
-    scores = fine.vectors @ cluster.centroids(fine.vectors, dense, weights).T
+    weight = options.refine_hop_frames * FRAME_S
+    sums = dict(heard or {})
+    for label in np.unique(start).tolist():
+        own = fine.vectors[start == label].sum(axis=0) * weight
+        sums[label] = sums[label] + own if label in sums else own
+    found = np.array(sorted(sums))
+    scores = fine.vectors @ cluster.unit(np.array([sums[label] for label in found])).T
     breaks = np.ones(len(fine), bool)
     breaks[1:] = fine.owner[1:] != fine.owner[:-1]
     return found[cluster.smooth(scores, breaks, options.switch_penalty)], confidence[nearest]
