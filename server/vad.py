@@ -113,7 +113,7 @@ class StreamingVad:
 
     fresh_frames: int | None = FRESH_FRAMES  # None: one state reads all (as faster-whisper does)
     _steady: _State = field(default_factory=lambda: _State(None))
-    _fresh: _State | None = None
+    _fresh: _State | None = field(init=False, default=None)
     _context: np.ndarray = field(default_factory=lambda: np.zeros(_CONTEXT, np.float32))
     _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
