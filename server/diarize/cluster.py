@@ -27,6 +27,18 @@ def group_sums(labels: np.ndarray, vectors: np.ndarray, k: int) -> np.ndarray:
     return onehot @ vectors
 
 
+def add_sums(
+    sums: dict[int, np.ndarray], vectors: np.ndarray, labels: np.ndarray, weight: float
+) -> dict[int, np.ndarray]:
+    """`sums` (per label, a weighted sum of vectors) with these labelled vectors added, each
+    weighing `weight`; a new dict, so a caller's copy never changes under it."""
+    out = dict(sums)
+    for label in np.unique(labels).tolist():
+        own = vectors[labels == label].sum(axis=0) * weight
+        out[label] = out[label] + own if label in out else own
+    return out
+
+
 def centroids(vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
     k = int(labels.max()) + 1 if len(labels) else 0
     return unit(group_sums(labels, vectors * weights[:, None], k))

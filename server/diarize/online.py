@@ -90,10 +90,7 @@ class OnlineSpeakers:
     def hear(self, vectors: np.ndarray, ids: np.ndarray, weight_s: float) -> None:
         """Add one final's short-window vectors, as labelled, to `heard`."""
         with self._lock:
-            for speaker in np.unique(ids).tolist():
-                own = vectors[ids == speaker].sum(axis=0) * weight_s
-                known = self._heard.get(speaker)
-                self._heard[speaker] = own if known is None else known + own
+            self._heard = cluster.add_sums(self._heard, vectors, ids, weight_s)
 
     def _match(self, labels: np.ndarray, weights: np.ndarray) -> dict[int, int]:
         """Cluster label -> the id already sent for that voice: greedily, the (id, cluster)

@@ -273,10 +273,7 @@ def refine(
     nearest = _nearest(coarse, fine)
     start = labels[nearest]
     weight = options.refine_hop_frames * FRAME_S
-    sums = dict(heard or {})
-    for label in np.unique(start).tolist():
-        own = fine.vectors[start == label].sum(axis=0) * weight
-        sums[label] = sums[label] + own if label in sums else own
+    sums = cluster.add_sums(heard or {}, fine.vectors, start, weight)
     found = np.array(sorted(sums))
     scores = fine.vectors @ cluster.unit(np.array([sums[label] for label in found])).T
     breaks = np.ones(len(fine), bool)
