@@ -619,3 +619,18 @@ def test_sherpa_embedder_behind_the_online_clustering(sherpa_files):
         found = diarizer.run_online(speakers, audio[start : start + 16000 * 5])
         assert found.turns and all(t.speaker < speakers.speakers for t in found.turns)
     assert diarizer.run(audio, [], SpeakerHints(num_speakers=2)).speakers == 2
+
+
+def test_the_bench_interval_of_words_right_spans_what_resampling_can_move() -> None:
+    """bench/diarize.py's interval: conversations that all read the same give no width; a
+    part whose conversations differ gives an interval around its pooled figure that narrows
+    as the part grows."""
+    from bench.diarize import words_interval
+
+    assert words_interval([(9, 10)] * 24) == pytest.approx((0.9, 0.9))
+    varied = [(30, 40), (50, 50), (10, 20), (45, 50)] * 6  # pooled 135 / 160
+    low, high = words_interval(varied)
+    assert low < 135 / 160 < high
+    wider = high - low
+    low, high = words_interval(varied * 4)
+    assert low < 135 / 160 < high and high - low < wider
