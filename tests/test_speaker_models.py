@@ -184,7 +184,7 @@ def test_one_change_between_close_voices_is_one_voice_drifting() -> None:
 def test_refine_moves_a_change_to_where_short_windows_hear_it() -> None:
     """Long windows blur a change (their labels put it one long window late); the short
     windows, relabelled against their own voice centroids, put it where the voice changes,
-    with no voice added or lost and each short window keeping its long window's confidence."""
+    with no voice added or lost."""
     from server.diarize.pipeline import Windows, refine
 
     rng = np.random.default_rng(6)
@@ -205,7 +205,31 @@ def test_refine_moves_a_change_to_where_short_windows_hear_it() -> None:
     found, carried = refine(coarse, labels, confidence, fine, DiarizeOptions())
     assert found.tolist() == truth.tolist()
     assert set(found.tolist()) == {0, 1}
-    assert carried[0] == confidence[0] and carried[-1] == confidence[-1]
+    # Far from the change each short window is clearly its voice: its long window's confidence.
+    assert carried[0] == pytest.approx(confidence[0], rel=1e-3)
+    assert carried[-1] == pytest.approx(0.9, rel=1e-3)
+
+
+def test_a_short_window_between_two_voices_is_a_toss() -> None:
+    """A word is only as sure as its own short window: one that sits as near the other voice
+    as its own is far less sure than its long window, while its clear neighbours keep their
+    long windows' confidence (0.5 would be a toss; its own vector leans its voice's centroid
+    a little its way)."""
+    from server.diarize.pipeline import Windows, refine
+
+    rng = np.random.default_rng(9)
+    a, b = np.linalg.qr(rng.normal(size=(32, 2)))[0].T
+    coarse = Windows(np.array([0, 200]), np.zeros(2, np.int64), np.vstack([a, b]), 150)
+    between = (a + b) / np.linalg.norm(a + b)
+    fine = Windows(
+        np.arange(0, 280, 20), np.zeros(14, np.int64), np.vstack([a] * 7 + [between] + [b] * 6), 80
+    )
+    found, carried = refine(coarse, np.array([0, 1]), np.array([0.8, 0.8]), fine, DiarizeOptions())
+    assert found.tolist() == [0] * 8 + [1] * 6 or found.tolist() == [0] * 7 + [1] * 7
+    assert carried[7] < 0.7
+    assert carried[0] == pytest.approx(0.8, rel=1e-3) and carried[-1] == pytest.approx(
+        0.8, rel=1e-3
+    )
 
 
 def test_a_stream_final_finds_a_short_turn_its_long_windows_missed() -> None:

@@ -264,9 +264,14 @@ def refine(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Labels and confidences on the `fine` grid, once the voices are known from the coarse
     one: a window shorter than a turn hears one voice where a long window blurs two. Each
-    fine window starts with the label (and confidence) of the nearest coarse window in its
-    region; then every fine window is scored against the fine centroids of those labels and
-    Viterbi-smoothed. Labels stay those of the coarse labelling (no voice is added or lost),
+    fine window starts with the label of the nearest coarse window in its region; then every
+    fine window is scored against the fine centroids of those labels and Viterbi-smoothed. Its
+    confidence is that coarse window's (how clear the count was) times its own margin over the
+    runner-up voice on the fine grid. The long window's alone did not tell right words from
+    wrong (bench/diarize.py's development part, words of conversations given two ids or more:
+    the 20 % least confident were right 96 % of the time against 95 % for the rest on files,
+    91 % against 92 % on streams); with the short window's margin, 90 % against 97 % and 80 %
+    against 95 %. Labels stay those of the coarse labelling (no voice is added or lost),
     or those of `heard`: per label, the weighted sum of fine vectors labelled so far on a live
     stream, which joins this track's own, so a final whose long windows heard one voice can
     still find another's short turn in it."""
@@ -278,7 +283,8 @@ def refine(
     scores = fine.vectors @ cluster.unit(np.array([sums[label] for label in found])).T
     breaks = np.ones(len(fine), bool)
     breaks[1:] = fine.owner[1:] != fine.owner[:-1]
-    return found[cluster.smooth(scores, breaks, options.switch_penalty)], confidence[nearest]
+    path = cluster.smooth(scores, breaks, options.switch_penalty)
+    return found[path], confidence[nearest] * _confidence(scores, path)
 
 
 def assign(
