@@ -210,7 +210,7 @@ def test_refine_moves_a_change_to_where_short_windows_hear_it() -> None:
     assert carried[-1] == pytest.approx(0.9, rel=1e-3)
 
 
-def test_a_short_window_between_two_voices_is_a_toss() -> None:
+def test_a_short_window_between_two_voices_is_less_sure_than_its_long_one() -> None:
     """A word is only as sure as its own short window: one that sits as near the other voice
     as its own is far less sure than its long window, while its clear neighbours keep their
     long windows' confidence (0.5 would be a toss; its own vector leans its voice's centroid

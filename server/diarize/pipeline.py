@@ -266,15 +266,15 @@ def refine(
     one: a window shorter than a turn hears one voice where a long window blurs two. Each
     fine window starts with the label of the nearest coarse window in its region; then every
     fine window is scored against the fine centroids of those labels and Viterbi-smoothed. Its
-    confidence is that coarse window's (how clear the count was) times its own margin over the
-    runner-up voice on the fine grid. The long window's alone did not tell right words from
-    wrong (bench/diarize.py's development part, words of conversations given two ids or more:
-    the 20 % least confident were right 96 % of the time against 95 % for the rest on files,
-    91 % against 92 % on streams); with the short window's margin, 90 % against 97 % and 80 %
-    against 95 %. Labels stay those of the coarse labelling (no voice is added or lost),
-    or those of `heard`: per label, the weighted sum of fine vectors labelled so far on a live
-    stream, which joins this track's own, so a final whose long windows heard one voice can
-    still find another's short turn in it."""
+    confidence is that coarse window's (its margin, times how clear the count was) times its
+    own margin over the runner-up voice on the fine grid. The long window's alone did not tell
+    right words from wrong (bench/diarize.py's development part, words of conversations given
+    two ids or more: the 20 % least confident were right 96 % of the time against 95 % for the
+    rest on files, 91 % against 92 % on streams); with the short window's margin, 90 % against
+    97 % and 80 % against 95 %. Labels stay those of the coarse labelling (no voice is added or
+    lost), or those of `heard`: per label, the weighted sum of fine vectors labelled so far on
+    a live stream, which joins this track's own, so a final whose long windows heard one voice
+    can still find another's short turn in it."""
     nearest = _nearest(coarse, fine)
     start = labels[nearest]
     weight = options.refine_hop_frames * FRAME_S
