@@ -4,19 +4,18 @@ The ONNX model is the one faster-whisper ships (`silero_vad_v6.onnx`). Offline w
 faster-whisper's region finder and chunk packer, so the REST path cuts audio exactly as its
 batched pipeline does; streaming needs state carried across calls, which lives here.
 
-Silero's recurrent state can drift over a long track: on some tracks with background noise
-and room echo its probabilities for clear speech sink over tens of seconds until nothing
-counts as speech (snakers4/silero-vad#725; Pipecat clears its state every 5 s). Five of
+Silero's recurrent state can drift over a long track: on some tracks with background noise and
+room echo its probabilities for clear speech sink over tens of seconds until nothing counts as
+speech (snakers4/silero-vad#725; Pipecat clears its state every 5 s). Five of
 bench/vad_drift.py's 48 conversations lost a quarter to three quarters of their speech so; the
-corpus's 222 s LJ reading, given the same kind of room and pink noise at 10-20 dB SNR, did
-not drift at all. A state cleared often
-misses speech of its own, though, in other voices and rooms. So every probability here, live
-or offline, is the larger of two readings: one state that reads the whole track and one that
-starts afresh every `FRESH_FRAMES` frames. On bench/vad_drift.py's 48 assembled conversations
-(one room, pink noise at 15-30 dB SNR) that hears 82.2 % of the frames inside turns against
-73.5 % for the one state alone, the REST regions hold 97.1 % of the speech against 93.1 % (the
-worst conversation 49 % against 25 %), no conversation loses, and no frame of noise alone
-reaches 0.5 in either.
+corpus's 222 s LJ reading, given the same kind of room and pink noise at 10-20 dB SNR, did not
+drift at all. A state cleared often misses speech of its own, though, in other voices and
+rooms. So every probability here, live or offline, is the larger of two readings: one state
+that reads the whole track and one that starts afresh every `FRESH_FRAMES` frames. On
+bench/vad_drift.py's 48 assembled conversations (one room, pink noise at 15-30 dB SNR) that
+hears 82.2 % of the frames inside turns against 73.5 % for the one state alone, the REST
+regions hold 97.1 % of the speech against 93.1 % (the worst conversation 49 % against 25 %), no
+conversation loses, and no frame of noise alone reaches 0.5 in either.
 """
 
 from __future__ import annotations
