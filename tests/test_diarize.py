@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 import sys
+from dataclasses import replace
 
 import httpx
 import numpy as np
@@ -251,6 +252,45 @@ def test_an_online_id_stays_with_the_voice_most_of_its_speech_went_to():
     assert speakers.add(first, np.zeros(15, np.int64), 0.4)[0].tolist() == [0] * 15
     assert speakers.add(windows(a, 12), np.zeros(12, np.int64), 0.4)[0].tolist() == [1] * 12
     assert speakers.add(windows(b, 12), np.zeros(12, np.int64), 0.4)[0].tolist() == [0] * 12
+
+
+def test_a_whole_final_opens_a_new_voice_or_moves_to_the_nearer_one():
+    """With the count blinded (every split is "one voice"), only the whole-final step can tell
+    voices apart: B's first final (2.4 s, unlike A) gets a new id at once, B's next final, which
+    the clustering gives A's id, moves to B's, and A stays 0. A final of two windows is too
+    short to judge; with the step off, B never gets an id of its own."""
+    from server.diarize.online import OnlineSpeakers
+
+    rng = np.random.default_rng(11)
+    a, b = cluster.unit(rng.normal(size=(2, 32)))
+
+    def final(voice: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return cluster.unit(voice + 0.15 * rng.normal(size=(n, 32))), np.zeros(n, np.int64)
+
+    blind = DiarizeOptions(max_similarity=-1.0)
+    judged = replace(blind, new_voice_similarity=0.45, move_margin=0.1)
+    order = [(a, 12), (b, 2), (b, 6), (b, 6), (a, 6)]
+    said = []
+    for options in (judged, blind):
+        speakers = OnlineSpeakers(options)
+        said.append([set(speakers.add(*final(v, n), 0.4)[0].tolist()) for v, n in order])
+    assert said[0] == [{0}, {0}, {1}, {1}, {0}]
+    assert said[1] == [{0}] * 5
+
+
+def test_whole_finals_of_one_voice_stay_one_id():
+    """One voice over 40 short finals (3 windows, the fewest judged), each window noisy: no
+    final's mean is unlike the voice heard so far, so no second id opens."""
+    from server.diarize.online import OnlineSpeakers
+
+    rng = np.random.default_rng(13)
+    a = cluster.unit(rng.normal(size=32))
+    options = DiarizeOptions(new_voice_similarity=0.45, move_margin=0.1)
+    speakers = OnlineSpeakers(options, max_history=60)
+    for _ in range(40):
+        windows = cluster.unit(a + 0.3 * rng.normal(size=(3, 32)))
+        assert speakers.add(windows, np.zeros(3, np.int64), 0.4)[0].tolist() == [0] * 3
+    assert speakers.speakers == 1
 
 
 # --- through the server ------------------------------------------------------------------------

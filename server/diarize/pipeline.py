@@ -43,6 +43,13 @@ class DiarizeOptions:
     max_units: int = 400
     refine_frames: int = 0  # > 0: turns re-placed on windows this long ...
     refine_hop_frames: int = 20  # ... this far apart, once the voices are known
+    # Live streams only (online.OnlineSpeakers), on a final of `whole_final_windows` or more
+    # whose windows the clustering gave no new id: its mean voice this unlike every id's
+    # voice opens a new id (-1: never) ...
+    new_voice_similarity: float = -1.0
+    # ... else, all of it on one id, it moves to the id whose voice is this much closer.
+    move_margin: float = math.inf
+    whole_final_windows: int = 3
 
     @property
     def lower(self) -> int:
