@@ -258,7 +258,8 @@ def test_a_whole_final_opens_a_new_voice_or_moves_to_the_nearer_one():
     """With the count blinded (every split is "one voice"), only the whole-final step can tell
     voices apart: B's first final (2.4 s, unlike A) gets a new id at once, B's next final, which
     the clustering gives A's id, moves to B's, and A stays 0. A final of two windows is too
-    short to judge; with the step off, B never gets an id of its own."""
+    short to judge; with the step off, B never gets an id of its own. A relabelled final is as
+    sure as its margin (here far under the new-voice bar, far nearer B's voice than A's)."""
     from server.diarize.online import OnlineSpeakers
 
     rng = np.random.default_rng(11)
@@ -270,12 +271,15 @@ def test_a_whole_final_opens_a_new_voice_or_moves_to_the_nearer_one():
     blind = DiarizeOptions(max_similarity=-1.0)
     judged = replace(blind, new_voice_similarity=0.45, move_margin=0.1)
     order = [(a, 12), (b, 2), (b, 6), (b, 6), (a, 6)]
-    said = []
+    said, sure = [], []
     for options in (judged, blind):
         speakers = OnlineSpeakers(options)
-        said.append([set(speakers.add(*final(v, n), 0.4)[0].tolist()) for v, n in order])
+        found = [speakers.add(*final(v, n), 0.4) for v, n in order]
+        said.append([set(ids.tolist()) for ids, _ in found])
+        sure.append([float(confidence.min()) for _, confidence in found])
     assert said[0] == [{0}, {0}, {1}, {1}, {0}]
     assert said[1] == [{0}] * 5
+    assert sure[0][2] > 0.99 and sure[0][3] > 0.99
 
 
 def test_whole_finals_of_one_voice_stay_one_id():

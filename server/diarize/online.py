@@ -41,7 +41,7 @@ import threading
 import numpy as np
 
 from server.diarize import cluster
-from server.diarize.pipeline import DiarizeOptions, assign
+from server.diarize.pipeline import DiarizeOptions, assign, sureness
 
 
 class OnlineSpeakers:
@@ -88,13 +88,16 @@ class OnlineSpeakers:
                     mapping[label] = self._next_id
                     self._next_id += 1
                 ids[i] = mapping[label]
+            confidence = confidence[old:]
             if int(ids.max()) < first_new:
-                ids = self._whole_final(np.asarray(vectors, float), ids, voices)
+                ids, confidence = self._whole_final(
+                    np.asarray(vectors, float), ids, confidence, voices
+                )
             self._vectors, self._owner, self._weights = every, owners, weights
             self._ids = np.concatenate([self._ids, ids])
             if len(self._ids) > self.max_history:
                 self._compact()
-            return ids, confidence[old:]
+            return ids, confidence
 
     @property
     def heard(self) -> dict[int, np.ndarray]:
@@ -115,28 +118,35 @@ class OnlineSpeakers:
         return given, cluster.centroids(self._vectors, self._ids, self._weights)[given]
 
     def _whole_final(
-        self, vectors: np.ndarray, ids: np.ndarray, voices: tuple[list[int], np.ndarray]
-    ) -> np.ndarray:
+        self,
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        confidence: np.ndarray,
+        voices: tuple[list[int], np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
         """A final the clustering gave only ids already sent, judged whole: its mean voice
         (several windows: a steadier vector than any one window) against each id's. Unlike
         them all, it is a new voice now, where the count would wait for seconds more of it;
         all on one id but clearly nearer another id's voice, it is that id's. The clustering
         answers for the whole stream at once, and an id whose voice is merged with another's
-        for a while takes every final of both."""
+        for a while takes every final of both. A final so relabelled is as sure as its margin:
+        under the bar for a new voice, over the runner-up id for a moved one."""
         known, centres = voices
         options = self.options
         if not known or len(vectors) < options.whole_final_windows:
-            return ids
+            return ids, confidence
         similarity = centres @ cluster.unit(vectors.sum(axis=0))
         best = int(np.argmax(similarity))
         if similarity[best] < options.new_voice_similarity:
             self._next_id += 1
-            return np.full(len(ids), self._next_id - 1)
+            sure = sureness(options.new_voice_similarity - similarity[best])
+            return np.full(len(ids), self._next_id - 1), np.full(len(ids), sure)
         given = int(ids[0])
         whole = bool(np.all(ids == given)) and given in known
         if whole and similarity[best] - similarity[known.index(given)] >= options.move_margin:
-            return np.full(len(ids), known[best])
-        return ids
+            sure = sureness(similarity[best] - np.max(np.delete(similarity, best)))
+            return np.full(len(ids), known[best]), np.full(len(ids), sure)
+        return ids, confidence
 
     def _match(self, labels: np.ndarray, weights: np.ndarray) -> dict[int, int]:
         """Cluster label -> the id already sent for that voice: greedily, the (id, cluster)
