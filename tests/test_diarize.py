@@ -259,7 +259,8 @@ def test_a_whole_final_opens_a_new_voice_or_moves_to_the_nearer_one():
     voices apart: B's first final (2.4 s, unlike A) gets a new id at once, B's next final, which
     the clustering gives A's id, moves to B's, and A stays 0. A final of two windows is too
     short to judge; with the step off, B never gets an id of its own. A relabelled final is as
-    sure as its margin (here far under the new-voice bar, far nearer B's voice than A's)."""
+    sure as its margin (here far under the new-voice bar, far nearer B's voice than A's). No
+    new id opens past the client's max_speakers."""
     from server.diarize.online import OnlineSpeakers
 
     rng = np.random.default_rng(11)
@@ -280,6 +281,9 @@ def test_a_whole_final_opens_a_new_voice_or_moves_to_the_nearer_one():
     assert said[0] == [{0}, {0}, {1}, {1}, {0}]
     assert said[1] == [{0}] * 5
     assert sure[0][2] > 0.99 and sure[0][3] > 0.99
+
+    capped = OnlineSpeakers(replace(judged, max_speakers=1))  # the client's hint holds
+    assert {i for v, n in order for i in capped.add(*final(v, n), 0.4)[0].tolist()} == {0}
 
 
 def test_whole_finals_of_one_voice_stay_one_id():

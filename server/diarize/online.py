@@ -129,15 +129,16 @@ class OnlineSpeakers:
         them all, it is a new voice now, where the count would wait for seconds more of it;
         all on one id but clearly nearer another id's voice, it is that id's. The clustering
         answers for the whole stream at once, and an id whose voice is merged with another's
-        for a while takes every final of both. A final so relabelled is as sure as its margin:
-        under the bar for a new voice, over the runner-up id for a moved one."""
+        for a while takes every final of both. No new id past the client's `max_speakers` or
+        `num_speakers`. A final so relabelled is as sure as its margin: under the bar for a
+        new voice, over the runner-up id for a moved one."""
         known, centres = voices
         options = self.options
         if not known or len(vectors) < options.whole_final_windows:
             return ids, confidence
         similarity = centres @ cluster.unit(vectors.sum(axis=0))
         best = int(np.argmax(similarity))
-        if similarity[best] < options.new_voice_similarity:
+        if similarity[best] < options.new_voice_similarity and self._next_id < options.upper:
             self._next_id += 1
             sure = sureness(options.new_voice_similarity - similarity[best])
             return np.full(len(ids), self._next_id - 1), np.full(len(ids), sure)
