@@ -256,11 +256,11 @@ def test_an_online_id_stays_with_the_voice_most_of_its_speech_went_to():
 
 def test_a_whole_final_opens_a_new_voice_or_moves_to_the_nearer_one():
     """With the count blinded (every split is "one voice"), only the whole-final step can tell
-    voices apart: B's first final (2.4 s, unlike A) gets a new id at once, B's next final, which
-    the clustering gives A's id, moves to B's, and A stays 0. A final of two windows is too
-    short to judge; with the step off, B never gets an id of its own. A relabelled final is as
-    sure as its margin (here far under the new-voice bar, far nearer B's voice than A's). No
-    new id opens past the client's max_speakers."""
+    voices apart. B's first final, two windows, is too short to judge and stays 0; its next
+    (six windows, unlike A) gets a new id at once; the one after, which the clustering gives
+    A's id, moves to B's; A stays 0. With the step off, B never gets an id of its own. A
+    relabelled final is as sure as its margin (here far under the new-voice bar, far nearer
+    B's voice than A's). No new id opens past the client's max_speakers."""
     from server.diarize.online import OnlineSpeakers
 
     rng = np.random.default_rng(11)
