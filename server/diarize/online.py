@@ -74,7 +74,6 @@ class OnlineSpeakers:
         with self._lock:
             old = len(self._ids)
             first_new = self._next_id
-            voices = self._voices()
             owner = np.asarray(owner, np.int64) - int(np.min(owner)) + self._finals
             self._finals = int(owner.max()) + 1
             every = np.vstack([self._vectors, vectors]) if old else np.asarray(vectors, float)
@@ -90,9 +89,7 @@ class OnlineSpeakers:
                 ids[i] = mapping[label]
             confidence = confidence[old:]
             if int(ids.max()) < first_new:
-                ids, confidence = self._whole_final(
-                    np.asarray(vectors, float), ids, confidence, voices
-                )
+                ids, confidence = self._whole_final(np.asarray(vectors, float), ids, confidence)
             self._vectors, self._owner, self._weights = every, owners, weights
             self._ids = np.concatenate([self._ids, ids])
             if len(self._ids) > self.max_history:
@@ -118,11 +115,7 @@ class OnlineSpeakers:
         return given, cluster.centroids(self._vectors, self._ids, self._weights)[given]
 
     def _whole_final(
-        self,
-        vectors: np.ndarray,
-        ids: np.ndarray,
-        confidence: np.ndarray,
-        voices: tuple[list[int], np.ndarray],
+        self, vectors: np.ndarray, ids: np.ndarray, confidence: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """A final the clustering gave only ids already sent, judged whole: its mean voice
         (several windows: a steadier vector than any one window) against each id's. Unlike
@@ -131,10 +124,13 @@ class OnlineSpeakers:
         answers for the whole stream at once, and an id whose voice is merged with another's
         for a while takes every final of both. No new id past the client's `max_speakers` or
         `num_speakers`. A final so relabelled is as sure as its margin: under the bar for a
-        new voice, over the runner-up id for a moved one."""
-        known, centres = voices
+        new voice, over the runner-up id for a moved one. Runs before `add` stores the final,
+        so the ids' voices are those heard before it."""
         options = self.options
-        if not known or len(vectors) < options.whole_final_windows:
+        if len(vectors) < options.whole_final_windows:
+            return ids, confidence
+        known, centres = self._voices()
+        if not known:
             return ids, confidence
         similarity = centres @ cluster.unit(vectors.sum(axis=0))
         best = int(np.argmax(similarity))
